@@ -1,0 +1,1 @@
+"""mixkit.models.blip2."""
