@@ -1,0 +1,257 @@
+"""BLIP-2 with a frozen language model: image encoder -> Q-Former queries -> projection -> LLM.
+
+Key names follow `transformers`' `Blip2ForConditionalGeneration`, so Hub folders load unchanged. Unlike
+`transformers` 5.x, text inputs carry no `<image>` placeholder tokens: the projected queries are placed in
+front of the text embeddings here, so callers never depend on a tokenizer convention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, Blip2Config
+
+from mixkit.models.blip2.qformer import QFormer, padding_mask
+from mixkit.models.blip2.vision import VisionTransformer
+from mixkit.models.serialization import load_weights_strict, read_weights, save_weights
+
+
+def _freeze(module: nn.Module) -> None:
+    module.eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+
+
+def _unfreeze(module: nn.Module) -> None:
+    for parameter in module.parameters():
+        parameter.requires_grad_(True)
+
+
+ModelT = TypeVar("ModelT", bound="Blip2Base")
+
+
+class Blip2Base(nn.Module):
+    """The image side shared by every BLIP-2 model: ViT, learned queries and the Q-Former."""
+
+    config: Blip2Config
+
+    def __init__(self, config: Blip2Config):
+        super().__init__()
+        self.config = config
+        self.vision_model = VisionTransformer(config.vision_config)
+        self.query_tokens = nn.Parameter(torch.zeros(1, config.num_query_tokens, config.qformer_config.hidden_size))
+        self.qformer = QFormer(config.qformer_config)
+        self.vision_frozen = False
+
+    def lock_image_tower(self) -> None:
+        """Freeze the ViT blocks. BLIP-2's `ln_vision` (our `post_layernorm`) stays trainable, as in LAVIS."""
+        _freeze(self.vision_model.embeddings)
+        _freeze(self.vision_model.encoder)
+        self.vision_frozen = True
+
+    def unlock_image_tower(self) -> None:
+        """Caption fine-tuning trains the ViT too."""
+        _unfreeze(self.vision_model)
+        self.vision_frozen = False
+
+    def train(self, mode: bool = True) -> Blip2Base:
+        super().train(mode)
+        if self.vision_frozen:  # frozen towers never run dropout or update norms
+            self.vision_model.embeddings.eval()
+            self.vision_model.encoder.eval()
+        return self
+
+    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Patch features after `ln_vision`: [batch, 1 + patches, vision hidden]."""
+        return self.vision_model(pixel_values)
+
+    def query_features(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        """The queries after reading the image: [batch, num_query_tokens, qformer hidden]."""
+        queries = self.query_tokens.expand(image_embeds.shape[0], -1, -1)
+        return self.qformer(queries, query_length=queries.shape[1], image_embeds=image_embeds).last_hidden_state
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        self.vision_model.encoder.gradient_checkpointing = enabled
+        self.qformer.gradient_checkpointing = enabled
+
+    def save_pretrained(self, directory: str | Path, only_trainable: bool = False) -> Path:
+        """`config.json` + `model.safetensors`, readable by `transformers` (same keys and config)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.save_pretrained(directory)
+        save_weights(self, directory, only_trainable=only_trainable)
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls: type[ModelT], directory: str | Path, allowed_missing_prefixes: tuple[str, ...] = ()
+    ) -> ModelT:
+        """Build from `config.json` and load `model.safetensors` strictly (a `transformers`-saved folder too)."""
+        config = Blip2Config.from_pretrained(directory)
+        model = cls(config)
+        load_weights_strict(model, read_weights(Path(directory)), allowed_missing_prefixes)
+        return model.eval()
+
+
+@dataclass
+class Blip2LanguageInputs:
+    """What the language model sees: embeddings and mask ([queries; text] for decoder-only models, the
+    encoder side for encoder-decoder ones)."""
+
+    inputs_embeds: torch.Tensor
+    attention_mask: torch.Tensor
+
+
+@dataclass
+class Blip2Output:
+    logits: torch.Tensor
+    # Decoder-only: logits cover [queries; text]; this many leading positions are the queries.
+    num_query_positions: int
+
+
+class Blip2Model(Blip2Base):
+    """BLIP-2 with a decoder-only (OPT, any causal LM) or encoder-decoder (Flan-T5, any seq2seq) LLM."""
+
+    def __init__(self, config: Blip2Config):
+        super().__init__(config)
+        self.language_projection = nn.Linear(config.qformer_config.hidden_size, config.text_config.hidden_size)
+        if config.use_decoder_only_language_model:
+            self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        else:
+            self.language_model = AutoModelForSeq2SeqLM.from_config(config.text_config)
+        self.language_frozen = False
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return not self.config.use_decoder_only_language_model
+
+    def lock_language_model(self) -> None:
+        _freeze(self.language_model)
+        self.language_frozen = True
+
+    def lock_frozen_parts(self) -> None:
+        """The BLIP-2 stage-2 setting: ViT and LLM frozen; Q-Former, queries, ln_vision, projection train."""
+        self.lock_image_tower()
+        self.lock_language_model()
+
+    def train(self, mode: bool = True) -> Blip2Model:
+        super().train(mode)
+        if self.language_frozen:
+            self.language_model.eval()
+        return self
+
+    def project_queries(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        """Query outputs mapped into the LLM's embedding space, in the LLM's dtype."""
+        projected = self.language_projection(self.query_features(image_embeds))
+        return projected.to(self.language_model.get_input_embeddings().weight.dtype)
+
+    def language_inputs(
+        self,
+        image_embeds: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+    ) -> Blip2LanguageInputs:
+        """[projected queries; text embeddings] and the matching mask."""
+        queries = self.project_queries(image_embeds)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        text = self.language_model.get_input_embeddings()(input_ids)
+        query_mask = torch.ones(queries.shape[:2], dtype=attention_mask.dtype, device=attention_mask.device)
+        return Blip2LanguageInputs(torch.cat([queries, text], dim=1), torch.cat([query_mask, attention_mask], dim=1))
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+    ) -> Blip2Output:
+        """Next-token logits. Decoder-only: over [queries; input_ids]. Encoder-decoder: `input_ids` is the
+        encoder text (prompt), logits are over `decoder_input_ids`."""
+        if image_embeds is None:
+            image_embeds = self.encode_image(pixel_values)
+        inputs = self.language_inputs(image_embeds, input_ids, attention_mask)
+        if self.is_encoder_decoder:
+            outputs = self.language_model(
+                inputs_embeds=inputs.inputs_embeds,
+                attention_mask=inputs.attention_mask,
+                decoder_input_ids=decoder_input_ids,
+                decoder_attention_mask=decoder_attention_mask,
+            )
+            return Blip2Output(outputs.logits, 0)
+        outputs = self.language_model(inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask)
+        return Blip2Output(outputs.logits, self.config.num_query_tokens)
+
+    def default_generation_kwargs(self) -> dict[str, Any]:
+        """Stop and pad ids from the checkpoint's config (OPT checkpoints stop on the "\\n" token)."""
+        text_config = self.config.text_config
+        kwargs: dict[str, Any] = {"eos_token_id": text_config.eos_token_id, "pad_token_id": text_config.pad_token_id}
+        if self.is_encoder_decoder:
+            kwargs["decoder_start_token_id"] = text_config.decoder_start_token_id
+        return kwargs
+
+    @torch.no_grad()
+    def generate(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        image_embeds: torch.Tensor | None = None,
+        **generation_kwargs: Any,
+    ) -> torch.Tensor:
+        """Generated token ids, new tokens only (no prompt, no decoder start token), right-padded.
+
+        Decoder-only prompts must be left-padded (`input_ids` default: the LLM's bos alone);
+        encoder-decoder prompts may be padded either way (default: empty prompt).
+        """
+        if image_embeds is None:
+            image_embeds = self.encode_image(pixel_values)
+        batch = image_embeds.shape[0]
+        if input_ids is None:
+            input_ids = self._empty_prompt(batch, image_embeds.device)
+            attention_mask = torch.ones_like(input_ids)
+        inputs = self.language_inputs(image_embeds, input_ids, attention_mask)
+        kwargs = {**self.default_generation_kwargs(), **generation_kwargs}
+        if self.is_encoder_decoder:
+            sequences = self.language_model.generate(
+                inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask, **kwargs
+            )
+            return sequences[:, 1:]  # drop the decoder start token
+        embeds, mask = move_padding_left(inputs.inputs_embeds, inputs.attention_mask)
+        return self.language_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
+
+    def _empty_prompt(self, batch: int, device: torch.device) -> torch.Tensor:
+        if self.is_encoder_decoder:
+            return torch.zeros(batch, 0, dtype=torch.long, device=device)
+        bos = self.config.text_config.bos_token_id
+        return torch.full((batch, 1), bos, dtype=torch.long, device=device)
+
+
+def move_padding_left(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[queries][pad][prompt] -> [pad][queries][prompt], the layout left-padded generation expects."""
+    order = torch.argsort(mask.to(torch.int8), dim=1, stable=True)
+    embeds = torch.gather(embeds, 1, order[..., None].expand_as(embeds))
+    return embeds, torch.gather(mask, 1, order)
+
+
+class TextEmbeddings(nn.Module):
+    """The Q-Former's own word + position embeddings (stage 1, retrieval)."""
+
+    def __init__(self, vocab_size: int, hidden_size: int, max_positions: int, pad_token_id: int | None):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab_size, hidden_size, padding_idx=pad_token_id)
+        self.position_embeddings = nn.Embedding(max_positions, hidden_size)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return self.word_embeddings(input_ids) + self.position_embeddings(positions)[None]
+
+
+__all__ = ["Blip2Base", "Blip2Model", "Blip2Output", "TextEmbeddings", "move_padding_left", "padding_mask"]
