@@ -1,0 +1,109 @@
+"""The named checkpoint catalogue: lookup, did-you-mean, and the shape of every entry."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from mixkit.models.catalogue import (
+    CLIP_MEAN,
+    CLIP_STD,
+    CheckpointEntry,
+    UnknownCheckpointError,
+    format_catalogue_table,
+    get_checkpoint,
+    list_checkpoints,
+)
+
+EXPECTED_NAMES = [
+    "blip2-stage1",
+    "blip2-stage2",
+    "blip2-pretrained-opt2.7b",
+    "blip2-pretrained-opt6.7b",
+    "blip2-pretrained-flant5xl",
+    "blip2-pretrained-flant5xxl",
+    "blip2-caption-opt2.7b",
+    "blip2-caption-opt6.7b",
+    "blip2-caption-flant5xl",
+]
+LAVIS_PREFIX = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/"
+ENTRIES = list_checkpoints()
+
+
+def test_names_are_exactly_the_articles() -> None:
+    assert [e.name for e in ENTRIES] == EXPECTED_NAMES
+
+
+def test_get_checkpoint_returns_the_entry() -> None:
+    entry = get_checkpoint("blip2-caption-opt2.7b")
+    assert entry.hf_repo == "Salesforce/blip2-opt-2.7b-coco"
+    assert entry.lavis_url == LAVIS_PREFIX + "blip2_caption_opt2.7b.pth"
+
+
+def test_unknown_name_suggests_the_close_one() -> None:
+    with pytest.raises(UnknownCheckpointError) as info:
+        get_checkpoint("blip2-pretrained-opt2_7b")
+    message = str(info.value)
+    assert "did you mean 'blip2-pretrained-opt2.7b'" in message
+    assert "mixkit models" in message
+    assert isinstance(info.value, KeyError) and isinstance(info.value, ValueError)
+
+
+def test_unrelated_name_gets_only_the_list_hint() -> None:
+    with pytest.raises(UnknownCheckpointError, match="mixkit models") as info:
+        get_checkpoint("resnet50")
+    assert "did you mean" not in str(info.value)
+
+
+def test_entries_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ENTRIES[0].name = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+def test_entry_shape_is_consistent(entry: CheckpointEntry) -> None:
+    assert entry.family == "blip2"
+    assert (entry.mean, entry.std) == (CLIP_MEAN, CLIP_STD)
+    assert entry.lavis_url is not None and entry.lavis_url.startswith(LAVIS_PREFIX)
+    assert entry.hf_repo is not None and entry.hf_repo.startswith("Salesforce/blip2-")
+    lm_prefix = {"stage1": None, "opt": "facebook/opt-", "t5": "google/flan-t5-"}[entry.kind]
+    if lm_prefix is None:
+        assert entry.language_model is None
+        assert entry.caption is None and entry.vqa is None and entry.vqa_prompt is None
+    else:
+        assert entry.language_model is not None and entry.language_model.startswith(lm_prefix)
+        assert entry.vqa_prompt == "Question: {} Short answer:"
+        assert entry.caption is not None and entry.vqa is not None
+        assert entry.caption.num_beams == 5 and entry.vqa.num_beams == 5
+        assert entry.vqa.max_new_tokens == 10
+        assert entry.vqa.length_penalty == (-1.0 if entry.kind == "t5" else 0.0)
+    assert all(score.source for score in entry.paper_scores)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+def test_caption_and_pretrained_preprocessing(entry: CheckpointEntry) -> None:
+    if entry.name.startswith("blip2-caption-"):
+        assert (entry.prompt, entry.image_size) == ("a photo of", 364)
+        assert entry.lavis_vit_url is None  # the ViT was fine-tuned: its weights are inside
+    else:
+        assert (entry.prompt, entry.image_size) == ("", 224)
+        assert entry.lavis_vit_url == LAVIS_PREFIX + "eva_vit_g.pth"
+
+
+def test_stage2_is_documented_as_the_stage1_weights() -> None:
+    stage1, stage2 = get_checkpoint("blip2-stage1"), get_checkpoint("blip2-stage2")
+    assert stage2.lavis_url == stage1.lavis_url == LAVIS_PREFIX + "blip2_pretrained.pth"
+    assert stage2.hf_repo == stage1.hf_repo == "Salesforce/blip2-itm-vit-g"
+    assert "blip2-stage1" in stage2.description
+
+
+def test_table_lists_every_entry_aligned() -> None:
+    lines = format_catalogue_table().splitlines()
+    assert lines[0].split()[:4] == ["NAME", "KIND", "IMAGE", "SOURCE"]
+    assert len(lines) == len(ENTRIES) + 1
+    kind_column = lines[0].index("KIND")
+    for line, entry in zip(lines[1:], ENTRIES):
+        assert line.startswith(entry.name)
+        assert line[kind_column:].startswith(entry.kind)
+        assert entry.hf_repo is not None and entry.hf_repo in line
