@@ -8,6 +8,7 @@ from safetensors.torch import load_file, save_file
 from torch.testing import assert_close
 from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval
 
+from mixkit.apps.tiny import randomize_ as randomize_weights
 from mixkit.models.blip2.modeling import Blip2Model
 from mixkit.models.blip2.stage1 import Blip2Stage1Model
 from mixkit.models.blip2.tiny import tiny_blip2_config
@@ -17,14 +18,7 @@ IMAGE_TOKEN = 99
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0, std: float = 0.15) -> torch.nn.Module:
-    """Every parameter random (the query tokens and biases too), so nothing matches by accident."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            noise = torch.randn(parameter.shape, generator=generator) * std
-            is_norm_scale = "norm" in name.lower() and name.endswith("weight")
-            parameter.copy_(1.0 + noise if is_norm_scale else noise)
-    return model.eval()
+    return randomize_weights(model, seed, std)
 
 
 def hf_pair(language_model: str) -> tuple[Blip2ForConditionalGeneration, Blip2Model]:

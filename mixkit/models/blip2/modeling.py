@@ -144,6 +144,13 @@ class Blip2Model(Blip2Base):
             self.language_model.eval()
         return self
 
+    def set_inference_dtypes(self, vision_dtype: torch.dtype, language_dtype: torch.dtype) -> None:
+        """The reference dtype policy: the frozen ViT trunk and LLM may run in half precision; the Q-Former,
+        queries, ln_vision and projection stay fp32 (half-precision Q-Formers lose accuracy)."""
+        self.vision_model.embeddings.to(vision_dtype)
+        self.vision_model.encoder.to(vision_dtype)
+        self.language_model.to(language_dtype)
+
     def project_queries(self, image_embeds: torch.Tensor) -> torch.Tensor:
         """Query outputs mapped into the LLM's embedding space, in the LLM's dtype."""
         projected = self.language_projection(self.query_features(image_embeds))
