@@ -83,6 +83,9 @@ def check_numbers(args: argparse.Namespace) -> None:
 def override_settings(base, args: argparse.Namespace):
     changes = {name: getattr(args, name) for name in ("num_beams", "max_new_tokens", "min_new_tokens",
                                                       "length_penalty") if getattr(args, name) is not None}
+    if args.min_new_tokens is None and args.max_new_tokens is not None:
+        # A shorter limit than the reference minimum lowers the minimum with it instead of failing.
+        changes["min_new_tokens"] = min(base.min_new_tokens, args.max_new_tokens)
     try:
         return replace(base, **changes)
     except ValueError as error:
@@ -97,15 +100,14 @@ def run(args: argparse.Namespace, task: str) -> int:
         images = load_images(args.image)
         questions = questions_for(args) if task == "vqa" else []
         predictor = Blip2Predictor.from_pretrained(args.model, device=args.device, fp32=args.fp32)
+        settings = override_settings(predictor.settings.caption if task == "caption" else predictor.settings.vqa, args)
     except (InputError, FileNotFoundError, KeyError, ValueError) as error:
         print(f"mixkit predict {task}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
     if task == "caption":
-        settings = override_settings(predictor.settings.caption, args)
         texts = predictor.caption(images, prompt=args.prompt, settings=settings, batch_size=args.batch_size)
         records = [{"image": path, "caption": text} for path, text in zip(args.image, texts)]
     else:
-        settings = override_settings(predictor.settings.vqa, args)
         texts = predictor.answer(images, questions, settings=settings, batch_size=args.batch_size,
                                  prompt_template=args.prompt)
         records = [{"image": path, "question": q, "answer": a} for path, q, a in zip(args.image, questions, texts)]

@@ -120,3 +120,32 @@ def test_strict_load_names_missing_and_unexpected_keys(tmp_path) -> None:
     save_file(weights, str(tmp_path / "model.safetensors"), {"format": "pt"})
     with pytest.raises(CheckpointMismatchError, match=r"missing 1 \[qformer.layernorm.weight\].*qformer.extra.weight"):
         Blip2Model.from_pretrained(tmp_path)
+
+
+def test_half_precision_policy_keeps_qformer_fp32() -> None:
+    """The reference dtype policy: frozen ViT trunk and LLM in half precision, Q-Former path in fp32."""
+    _, ours = hf_pair("opt")
+    with torch.no_grad():
+        full = ours(PIXELS, PROMPTS).logits
+        ours.set_inference_dtypes(torch.bfloat16, torch.bfloat16)
+        half = ours(PIXELS, PROMPTS).logits
+    assert ours.vision_model.encoder.layers[0].mlp.fc1.weight.dtype == torch.bfloat16
+    assert ours.language_model.get_input_embeddings().weight.dtype == torch.bfloat16
+    for module in (ours.qformer, ours.language_projection, ours.vision_model.post_layernorm):
+        assert all(p.dtype == torch.float32 for p in module.parameters())
+    assert ours.query_tokens.dtype == torch.float32
+    assert half.dtype == torch.bfloat16 and torch.isfinite(half).all()
+    # bf16 keeps ~3 significant digits: the ranking of the top token survives for most positions
+    agreement = (half.float().argmax(-1) == full.argmax(-1)).float().mean()
+    assert agreement > 0.8
+
+
+def test_position_interpolation_for_larger_images_matches_transformers() -> None:
+    """224 -> 364 px fine-tuning: the patch position grid is resized bicubically, the class position kept."""
+    reference, ours = hf_pair("opt")
+    bigger = torch.randn(1, 3, 56, 56, generator=torch.Generator().manual_seed(3))  # 7x7 patches vs 4x4 trained
+    with torch.no_grad():
+        expected = reference.vision_model(bigger, interpolate_pos_encoding=True).last_hidden_state
+        actual = ours.encode_image(bigger)
+    assert actual.shape == (1, 50, 32)
+    assert_close(actual, expected, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,85 @@
+"""The `mixkit` command. Each subcommand's module is imported only when it runs, so `--help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+
+def _lazy(module: str, function: str, *args: object) -> Callable[[argparse.Namespace], int]:
+    def run(namespace: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(module), function)(namespace, *args)
+
+    return run
+
+
+def _models(_: argparse.Namespace) -> int:
+    from mixkit.models.catalogue import format_catalogue_table
+
+    print(format_catalogue_table())
+    return 0
+
+
+def _add_predict(subparsers: argparse._SubParsersAction) -> None:
+    from mixkit.apps.predict_cli import add_arguments
+
+    predict = subparsers.add_parser("predict", help="caption images or answer questions about them")
+    tasks = predict.add_subparsers(dest="task", required=True, metavar="TASK")
+    caption = tasks.add_parser("caption", help="describe each image",
+                               description="Caption images with a BLIP-2 checkpoint (reference settings).")
+    add_arguments(caption, "caption")
+    caption.set_defaults(handler=_lazy("mixkit.apps.predict_cli", "run", "caption"))
+    vqa = tasks.add_parser("vqa", help="answer a question about each image",
+                           description="Zero-shot visual question answering with a BLIP-2 checkpoint.")
+    add_arguments(vqa, "vqa")
+    vqa.set_defaults(handler=_lazy("mixkit.apps.predict_cli", "run", "vqa"))
+
+
+def _add_convert(subparsers: argparse._SubParsersAction) -> None:
+    from mixkit.models.blip2.convert_lavis import add_convert_arguments
+
+    convert = subparsers.add_parser("convert", help="convert checkpoints from other toolkits")
+    sources = convert.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    lavis = sources.add_parser("lavis", help="a LAVIS BLIP-2 .pth -> model.safetensors in mixkit's layout",
+                               description="Convert a LAVIS BLIP-2 checkpoint with a strict key check.")
+    add_convert_arguments(lavis)
+    lavis.set_defaults(handler=_lazy("mixkit.models.blip2.convert_lavis", "run_convert"))
+
+
+def _add_score(subparsers: argparse._SubParsersAction) -> None:
+    score = subparsers.add_parser("score", help="score result files with the official metrics")
+    kinds = score.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind, module, text in (
+        ("vqa", "mixkit.eval.vqa_score", "VQAv2 accuracy, as the official GT-Vision-Lab/VQA evaluator computes it"),
+        ("caption", "mixkit.eval.caption_score", "COCO caption metrics (BLEU, METEOR, ROUGE-L, CIDEr, SPICE)"),
+    ):
+        parser = kinds.add_parser(kind, help=text, description=text)
+        importlib.import_module(module).add_arguments(parser)
+        parser.set_defaults(handler=_lazy(module, "run"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mixkit", description="mixkit: BLIP-2 and the BLIP family for PyTorch and Hugging Face.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    models = subparsers.add_parser("models", help="list the named checkpoints", description="List named checkpoints.")
+    models.set_defaults(handler=_models)
+    _add_predict(subparsers)
+    _add_convert(subparsers)
+    _add_score(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

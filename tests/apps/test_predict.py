@@ -1,0 +1,88 @@
+"""Prediction: batched equals one at a time; the CLI's JSON shape and its errors on bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mixkit.apps.predictor import Blip2Predictor
+from mixkit.apps.tiny import build_tiny_predictor
+from mixkit.cli import main
+from mixkit.models.catalogue import GenerationSettings
+
+
+@pytest.fixture(scope="module", params=["opt", "t5"])
+def checkpoint(request, tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp(f"tiny-{request.param}")
+    build_tiny_predictor(directory, request.param)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("images")
+    paths = []
+    for index, (height, width) in enumerate([(40, 64), (32, 32), (90, 50)]):
+        pixels = np.random.RandomState(index).randint(0, 255, (height, width, 3), dtype=np.uint8)
+        path = folder / f"image{index}.png"
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths
+
+
+QUESTIONS = ["what color is the circle?", "is there a large red square on the left of the image?", "how many?"]
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_batched_equals_one_at_a_time(checkpoint: Path, images: list[Path], num_beams: int) -> None:
+    predictor = Blip2Predictor.from_pretrained(str(checkpoint))
+    pictures = [Image.open(path).convert("RGB") for path in images]
+    settings = GenerationSettings(num_beams=num_beams, max_new_tokens=6, min_new_tokens=2, length_penalty=1.0)
+    batched = predictor.answer(pictures, QUESTIONS, settings=settings, batch_size=3)
+    single = [predictor.answer([p], [q], settings=settings)[0] for p, q in zip(pictures, QUESTIONS)]
+    assert batched == single
+    assert len(set(batched)) > 1, "all answers equal: the comparison would be weak"
+    captions = predictor.caption(pictures, prompt="a large", settings=settings, batch_size=3)
+    assert captions == [predictor.caption([p], prompt="a large", settings=settings)[0] for p in pictures]
+
+
+def test_cli_json_output(checkpoint: Path, images: list[Path], capsys) -> None:
+    code = main(["predict", "vqa", "--model", str(checkpoint), "--image", *map(str, images[:2]),
+                 "--question", "what color is it?", "--json", "--max-new-tokens", "4"])
+    assert code == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [set(r) for r in records] == [{"image", "question", "answer"}] * 2
+    assert [r["image"] for r in records] == [str(p) for p in images[:2]]
+    assert all(r["question"] == "what color is it?" and isinstance(r["answer"], str) for r in records)
+    code = main(["predict", "caption", "--model", str(checkpoint), "--image", str(images[0]), "--json",
+                 "--num-beams", "2", "--max-new-tokens", "3"])
+    assert code == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert set(record) == {"image", "caption"} and record["caption"]
+
+
+def _error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    return lines[0]
+
+
+def test_bad_inputs_exit_2_naming_the_input(checkpoint: Path, images: list[Path], tmp_path: Path, capsys) -> None:
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("hello")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(images[2].read_bytes()[:200])
+    missing = tmp_path / "missing.png"
+    for bad in (missing, not_image, truncated):
+        assert main(["predict", "caption", "--model", str(checkpoint), "--image", str(bad)]) == 2
+        assert str(bad) in _error_line(capsys)
+    assert main(["predict", "vqa", "--model", str(checkpoint), "--image", str(images[0]), "--question", "  "]) == 2
+    assert "question" in _error_line(capsys)
+    assert main(["predict", "caption", "--model", "blip2-caption-opt2_7b", "--image", str(images[0])]) == 2
+    assert "blip2-caption-opt2.7b" in _error_line(capsys)
