@@ -89,6 +89,28 @@ def batches(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start : start + size]
 
 
+def check_special_tokens(model: Blip2Model, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
+    """Stop, pad and start ids must exist in the LLM's vocabulary and the tokenizer must fit it (a mismatch
+    otherwise shows up as garbage text or an index error deep inside generate)."""
+    text_config = model.config.text_config
+    vocab = text_config.vocab_size
+    if len(tokenizer) > vocab:
+        raise ValueError(f"{directory}: the tokenizer has {len(tokenizer)} tokens but the language model only "
+                         f"{vocab} embeddings: tokenizer and weights do not belong together")
+    names = ("eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id")
+    for name in names:
+        value = getattr(text_config, name, None)
+        for token_id in value if isinstance(value, list) else [value]:
+            if token_id is not None and not 0 <= token_id < vocab:
+                raise ValueError(f"{directory}/config.json: text_config.{name}={token_id} is outside the "
+                                 f"vocabulary (size {vocab})")
+    if not model.is_encoder_decoder and isinstance(text_config.eos_token_id, int):
+        stop = tokenizer.convert_ids_to_tokens(text_config.eos_token_id)
+        if stop not in ("\n", "\u010a"):  # BLIP-2 OPT stops on the newline token (byte-level BPE writes it as "Ċ")
+            logger.warning("%s: text_config.eos_token_id is %r, not the newline token BLIP-2 OPT models stop on; "
+                           "generations may run on to the length limit", directory, stop)
+
+
 class Blip2Predictor:
     def __init__(
         self,
@@ -121,6 +143,7 @@ class Blip2Predictor:
         else:
             settings = PredictionSettings.from_entry(get_checkpoint(name_or_dir))
         tokenizer = AutoTokenizer.from_pretrained(directory)
+        check_special_tokens(model, tokenizer, directory)
         return cls(model, tokenizer, ImageProcessorConfig.load(directory), settings, target)
 
     def caption(
