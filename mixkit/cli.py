@@ -61,6 +61,18 @@ def _add_score(subparsers: argparse._SubParsersAction) -> None:
         parser.set_defaults(handler=_lazy(module, "run"))
 
 
+def _add_data(subparsers: argparse._SubParsersAction) -> None:
+    from mixkit.data.validation import add_arguments
+
+    data = subparsers.add_parser("data", help="check datasets before training")
+    actions = data.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = actions.add_parser("check", help="validate an annotation file and its images",
+                               description="Validate an annotation file (fields, types, image files) and "
+                                           "list the first problems with their record numbers.")
+    add_arguments(check)
+    check.set_defaults(handler=_lazy("mixkit.data.validation", "run"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mixkit", description="mixkit: BLIP-2 and the BLIP family for PyTorch and Hugging Face.")
@@ -71,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(subparsers)
     _add_convert(subparsers)
     _add_score(subparsers)
+    _add_data(subparsers)
     return parser
 
 

@@ -93,12 +93,15 @@ def override_settings(base, args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace, task: str) -> int:
-    from mixkit.apps.predictor import Blip2Predictor
+    from mixkit.models.hub import resolve_checkpoint
 
     try:
         check_numbers(args)
         images = load_images(args.image)
         questions = questions_for(args) if task == "vqa" else []
+        resolve_checkpoint(args.model)  # fail fast (missing weights) before transformers is even imported
+        from mixkit.apps.predictor import Blip2Predictor
+
         predictor = Blip2Predictor.from_pretrained(args.model, device=args.device, fp32=args.fp32)
         settings = override_settings(predictor.settings.caption if task == "caption" else predictor.settings.vqa, args)
     except (InputError, FileNotFoundError, KeyError, ValueError) as error:

@@ -124,9 +124,9 @@ def _hub_download_command(repo: str, target: Path) -> str:
 def lavis_convert_command(entry: CheckpointEntry, target: Path) -> str:
     """The ``mixkit convert lavis`` call that builds ``entry`` from its LAVIS files."""
     assert entry.lavis_url is not None, entry.name
-    command = f"mixkit convert lavis {entry.name} --lavis-checkpoint {entry.lavis_url.rsplit('/', 1)[1]}"
+    command = f"mixkit convert lavis --lavis {entry.lavis_url.rsplit('/', 1)[1]} --kind {entry.kind}"
     if entry.lavis_vit_url is not None:
-        command += f" --vit-checkpoint {entry.lavis_vit_url.rsplit('/', 1)[1]}"
+        command += f" --vit {entry.lavis_vit_url.rsplit('/', 1)[1]}"
     return command + f" --output {target}"
 
 
@@ -248,7 +248,7 @@ def _not_found_message(entry: CheckpointEntry, target: Path, offline: bool | Non
     elif offline:
         why = "Downloads are off (offline=True)."
     else:
-        why = "Downloads are off by default; pass offline=False or set MIXKIT_ALLOW_DOWNLOAD=1 to allow them."
+        why = "Downloads are off by default; set MIXKIT_ALLOW_DOWNLOAD=1 (or pass offline=False) to allow them."
     return "\n".join(
         [f"checkpoint {entry.name!r} is not available locally. Looked in:", *looked, why,
          fetch_instructions(entry, target)]
