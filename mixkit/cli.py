@@ -61,6 +61,18 @@ def _add_score(subparsers: argparse._SubParsersAction) -> None:
         parser.set_defaults(handler=_lazy(module, "run"))
 
 
+def _add_eval(subparsers: argparse._SubParsersAction) -> None:
+    evaluate = subparsers.add_parser("eval", help="evaluate a model end to end (sharded under torchrun)")
+    tasks = evaluate.add_subparsers(dest="task", required=True, metavar="TASK")
+    for task, module, text in (
+        ("vqa", "mixkit.eval.vqa_eval", "zero-shot VQAv2: answers in the official result format, scored"),
+        ("caption", "mixkit.eval.caption_eval", "COCO Karpathy captioning: result file and COCO caption metrics"),
+    ):
+        parser = tasks.add_parser(task, help=text, description=text)
+        importlib.import_module(module).add_arguments(parser)
+        parser.set_defaults(handler=_lazy(module, "run"))
+
+
 def _add_data(subparsers: argparse._SubParsersAction) -> None:
     from mixkit.data.validation import add_arguments
 
@@ -83,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(subparsers)
     _add_convert(subparsers)
     _add_score(subparsers)
+    _add_eval(subparsers)
     _add_data(subparsers)
     return parser
 

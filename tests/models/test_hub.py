@@ -70,7 +70,7 @@ def test_missing_named_checkpoint_fails_fast_offline(isolated_env: Path) -> None
     assert "hf download Salesforce/blip2-opt-2.7b" in message
     assert f"--local-dir {target}" in message
     assert "blip2_pretrained_opt2.7b.pth" in message and "eva_vit_g.pth" in message
-    assert "mixkit convert lavis blip2-pretrained-opt2.7b" in message
+    assert "mixkit convert lavis --lavis blip2_pretrained_opt2.7b.pth --kind opt --vit eva_vit_g.pth" in message
     assert "MIXKIT_ALLOW_DOWNLOAD" in message
 
 
