@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 
 from PIL import Image
 
@@ -81,13 +80,11 @@ def check_numbers(args: argparse.Namespace) -> None:
 
 
 def override_settings(base, args: argparse.Namespace):
-    changes = {name: getattr(args, name) for name in ("num_beams", "max_new_tokens", "min_new_tokens",
-                                                      "length_penalty") if getattr(args, name) is not None}
-    if args.min_new_tokens is None and args.max_new_tokens is not None:
-        # A shorter limit than the reference minimum lowers the minimum with it instead of failing.
-        changes["min_new_tokens"] = min(base.min_new_tokens, args.max_new_tokens)
+    from mixkit.apps.predictor import settings_with_overrides
+
     try:
-        return replace(base, **changes)
+        return settings_with_overrides(base, args.num_beams, args.max_new_tokens, args.min_new_tokens,
+                                       args.length_penalty)
     except ValueError as error:
         raise InputError(str(error)) from None
 

@@ -71,6 +71,18 @@ class PredictionSettings:
                    GenerationSettings(**data["vqa"]))
 
 
+def settings_with_overrides(base: GenerationSettings, num_beams: int | None = None,
+                            max_new_tokens: int | None = None, min_new_tokens: int | None = None,
+                            length_penalty: float | None = None) -> GenerationSettings:
+    """The reference settings with the user's choices on top (None = keep). A max below the reference
+    minimum lowers the minimum with it instead of failing. Raises ValueError for impossible settings."""
+    changes = {name: value for name, value in (("num_beams", num_beams), ("max_new_tokens", max_new_tokens),
+               ("min_new_tokens", min_new_tokens), ("length_penalty", length_penalty)) if value is not None}
+    if min_new_tokens is None and max_new_tokens is not None:
+        changes["min_new_tokens"] = min(base.min_new_tokens, max_new_tokens)
+    return replace(base, **changes)
+
+
 def pick_device(device: str | None) -> torch.device:
     if device:
         return torch.device(device)
@@ -203,4 +215,4 @@ class Blip2Predictor:
         return directory
 
 
-__all__ = ["Blip2Predictor", "PredictionSettings", "batches", "half_dtype", "pick_device", "replace"]
+__all__ = ["Blip2Predictor", "PredictionSettings", "batches", "half_dtype", "pick_device", "settings_with_overrides"]

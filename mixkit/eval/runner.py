@@ -17,7 +17,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -279,10 +279,11 @@ def load_predictor(args: argparse.Namespace, ctx: DistContext) -> Blip2Predictor
 
 
 def override_settings(base: GenerationSettings, args: argparse.Namespace) -> GenerationSettings:
-    names = ("num_beams", "max_new_tokens", "min_new_tokens", "length_penalty")
-    changes = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    from mixkit.apps.predictor import settings_with_overrides
+
     try:
-        return replace(base, **changes)
+        return settings_with_overrides(base, args.num_beams, args.max_new_tokens, args.min_new_tokens,
+                                       args.length_penalty)
     except ValueError as error:
         raise EvalInputError(str(error)) from None
 
