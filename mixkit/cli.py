@@ -49,28 +49,25 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     lavis.set_defaults(handler=_lazy("mixkit.models.blip2.convert_lavis", "run_convert"))
 
 
-def _add_score(subparsers: argparse._SubParsersAction) -> None:
-    score = subparsers.add_parser("score", help="score result files with the official metrics")
-    kinds = score.add_subparsers(dest="kind", required=True, metavar="KIND")
-    for kind, module, text in (
-        ("vqa", "mixkit.eval.vqa_score", "VQAv2 accuracy, as the official GT-Vision-Lab/VQA evaluator computes it"),
-        ("caption", "mixkit.eval.caption_score", "COCO caption metrics (BLEU, METEOR, ROUGE-L, CIDEr, SPICE)"),
-    ):
-        parser = kinds.add_parser(kind, help=text, description=text)
+def _add_module_group(subparsers: argparse._SubParsersAction, name: str, help_text: str,
+                      entries: tuple[tuple[str, str, str], ...]) -> None:
+    """`mixkit NAME ENTRY`: each entry's module provides `add_arguments(parser)` and `run(args)`."""
+    group = subparsers.add_parser(name, help=help_text)
+    choices = group.add_subparsers(dest=f"{name}_choice", required=True, metavar="KIND")
+    for entry, module, text in entries:
+        parser = choices.add_parser(entry, help=text, description=text)
         importlib.import_module(module).add_arguments(parser)
         parser.set_defaults(handler=_lazy(module, "run"))
 
 
-def _add_eval(subparsers: argparse._SubParsersAction) -> None:
-    evaluate = subparsers.add_parser("eval", help="evaluate a model end to end (sharded under torchrun)")
-    tasks = evaluate.add_subparsers(dest="task", required=True, metavar="TASK")
-    for task, module, text in (
-        ("vqa", "mixkit.eval.vqa_eval", "zero-shot VQAv2: answers in the official result format, scored"),
-        ("caption", "mixkit.eval.caption_eval", "COCO Karpathy captioning: result file and COCO caption metrics"),
-    ):
-        parser = tasks.add_parser(task, help=text, description=text)
-        importlib.import_module(module).add_arguments(parser)
-        parser.set_defaults(handler=_lazy(module, "run"))
+SCORERS = (
+    ("vqa", "mixkit.eval.vqa_score", "VQAv2 accuracy, as the official GT-Vision-Lab/VQA evaluator computes it"),
+    ("caption", "mixkit.eval.caption_score", "COCO caption metrics (BLEU, METEOR, ROUGE-L, CIDEr, SPICE)"),
+)
+EVALUATIONS = (
+    ("vqa", "mixkit.eval.vqa_eval", "zero-shot VQAv2: answers in the official result format, scored"),
+    ("caption", "mixkit.eval.caption_eval", "COCO Karpathy captioning: result file and COCO caption metrics"),
+)
 
 
 def _add_data(subparsers: argparse._SubParsersAction) -> None:
@@ -94,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(handler=_models)
     _add_predict(subparsers)
     _add_convert(subparsers)
-    _add_score(subparsers)
-    _add_eval(subparsers)
+    _add_module_group(subparsers, "score", "score result files with the official metrics", SCORERS)
+    _add_module_group(subparsers, "eval", "evaluate a model end to end (sharded under torchrun)", EVALUATIONS)
     _add_data(subparsers)
     return parser
 

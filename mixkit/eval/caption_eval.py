@@ -15,7 +15,6 @@ the reference settings (beams 5, at most 29 new tokens for OPT / 30 for T5, at l
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass
@@ -23,10 +22,8 @@ from pathlib import Path
 
 import torch
 
-from mixkit.data.transforms import ImageLoadError
 from mixkit.eval import runner
 from mixkit.eval.caption_score import CaptionScoreError, check_environment, score_captions
-from mixkit.eval.result_files import ResultFileError
 from mixkit.eval.runner import DistContext, EvalInputError
 
 SCORE_ORDER = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
@@ -145,23 +142,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`mixkit eval caption`: metrics JSON on stdout (rank 0); errors as one line on stderr, exit code 2."""
-    ctx = runner.init_distributed()
-    try:
-        metrics = evaluate(args, ctx)
-    except (EvalInputError, ResultFileError, ImageLoadError, CaptionScoreError) as error:
-        return runner.report_error("caption", error)
-    finally:
-        runner.close_distributed(ctx)
-    if metrics is not None:
-        print(score_table(metrics), file=sys.stderr)
-        print(json.dumps(metrics))
-    return 0
+    return runner.run_evaluation("caption", evaluate, score_table, args, (CaptionScoreError,))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mixkit eval caption", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return runner.standalone_main("caption", add_arguments, run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from mixkit.data.transforms import load_image
+from mixkit.data.transforms import ImageLoadError, load_image
+from mixkit.eval.result_files import ResultFileError
 from mixkit.models.catalogue import GenerationSettings
 
 if TYPE_CHECKING:  # the predictor pulls in the model stack; import it only when a run starts
@@ -348,6 +349,37 @@ def check_images_exist(paths: Sequence[Path]) -> None:
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise EvalInputError(f"{len(missing)} image file(s) not found: {shown}")
+
+
+def run_evaluation(
+    command: str,
+    evaluate: Callable[[argparse.Namespace, DistContext], dict | None],
+    score_table: Callable[[dict], str],
+    args: argparse.Namespace,
+    input_errors: tuple[type[Exception], ...],
+) -> int:
+    """Run one `mixkit eval` command: rank 0 prints the table (stderr) and the metrics JSON (stdout);
+    bad input is one line on stderr and exit code 2. The process group is always torn down."""
+    ctx = init_distributed()
+    try:
+        metrics = evaluate(args, ctx)
+    except (EvalInputError, ResultFileError, ImageLoadError, *input_errors) as error:
+        return report_error(command, error)
+    finally:
+        close_distributed(ctx)
+    if metrics is not None:
+        print(score_table(metrics), file=sys.stderr)
+        print(json.dumps(metrics))
+    return 0
+
+
+def standalone_main(command: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+                    run: Callable[[argparse.Namespace], int], description: str,
+                    argv: Sequence[str] | None = None) -> int:
+    """`python -m mixkit.eval.<task>` (what torchrun launches): the same options as `mixkit eval <task>`."""
+    parser = argparse.ArgumentParser(prog=f"mixkit eval {command}", description=description)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 def report_error(command: str, error: Exception) -> int:

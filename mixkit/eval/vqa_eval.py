@@ -15,7 +15,6 @@ Run under `torchrun --nproc_per_node N -m mixkit.eval.vqa_eval ...` to shard ove
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -24,10 +23,8 @@ from pathlib import Path
 import torch
 
 from mixkit.data.text import clean_question
-from mixkit.data.transforms import ImageLoadError
 from mixkit.eval import result_files as rf
 from mixkit.eval import runner
-from mixkit.eval.result_files import ResultFileError
 from mixkit.eval.runner import DistContext, EvalInputError
 from mixkit.eval.vqa_score import score_vqa
 
@@ -176,23 +173,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`mixkit eval vqa`: metrics JSON on stdout (rank 0); errors as one line on stderr, exit code 2."""
-    ctx = runner.init_distributed()
-    try:
-        metrics = evaluate(args, ctx)
-    except (EvalInputError, ResultFileError, ImageLoadError) as error:
-        return runner.report_error("vqa", error)
-    finally:
-        runner.close_distributed(ctx)
-    if metrics is not None:
-        print(score_table(metrics), file=sys.stderr)
-        print(json.dumps(metrics))
-    return 0
+    return runner.run_evaluation("vqa", evaluate, score_table, args, ())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mixkit eval vqa", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return runner.standalone_main("vqa", add_arguments, run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
