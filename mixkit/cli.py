@@ -82,6 +82,16 @@ def _add_data(subparsers: argparse._SubParsersAction) -> None:
     check.set_defaults(handler=_lazy("mixkit.data.validation", "run"))
 
 
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    from mixkit.train.train_cli import add_arguments
+
+    # No argparse help here: `mixkit train STAGE --help` prints every Trainer option (HfArgumentParser).
+    train = subparsers.add_parser("train", help="train a BLIP-2 stage (stage 1, stage 2, caption fine-tuning)",
+                                  add_help=False)
+    add_arguments(train)
+    train.set_defaults(handler=_lazy("mixkit.train.train_cli", "run"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mixkit", description="mixkit: BLIP-2 and the BLIP family for PyTorch and Hugging Face.")
@@ -94,13 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_module_group(subparsers, "score", "score result files with the official metrics", SCORERS)
     _add_module_group(subparsers, "eval", "evaluate a model end to end (sharded under torchrun)", EVALUATIONS)
     _add_data(subparsers)
+    _add_train(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "train":  # the Trainer's options are parsed by the train command itself
+        return importlib.import_module("mixkit.train.train_cli").run(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return args.handler(args)
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 
 from mixkit.apps.predictor import Blip2Predictor, PredictionSettings
-from mixkit.data.tokenizers import newline_token_id, train_opt_tokenizer, train_t5_tokenizer
+from mixkit.data.tokenizers import newline_token_id, train_bert_tokenizer, train_opt_tokenizer, train_t5_tokenizer
 from mixkit.data.transforms import ImageProcessorConfig
 from mixkit.models.blip2.modeling import Blip2Model
+from mixkit.models.blip2.stage1 import Blip2Stage1Model
 from mixkit.models.blip2.tiny import tiny_blip2_config
 
 DEFAULT_TEXTS = tuple(
@@ -51,6 +52,19 @@ def build_tiny_predictor(
     predictor = Blip2Predictor(model, tokenizer, ImageProcessorConfig(image_size=image_size), settings)
     predictor.save_pretrained(directory)
     return predictor
+
+
+def build_tiny_stage1(directory: str | Path, texts: Sequence[str] = DEFAULT_TEXTS, seed: int = 0,
+                      image_size: int = 32) -> Blip2Stage1Model:
+    """A stage-1 folder: tiny Q-Former model, its BERT tokenizer ([DEC] bos) and image preprocessing."""
+    directory = Path(directory)
+    tokenizer = train_bert_tokenizer(texts, directory, vocab_size=300)
+    config = tiny_blip2_config(qformer_vocab_size=len(tokenizer), image_size=image_size, stage1=True)
+    torch.manual_seed(seed)
+    model = Blip2Stage1Model(config)
+    model.save_pretrained(directory)
+    ImageProcessorConfig(image_size=image_size).save(directory)
+    return model
 
 
 def randomize_(model: torch.nn.Module, seed: int, std: float) -> torch.nn.Module:

@@ -7,6 +7,7 @@ front of the text embeddings here, so callers never depend on a tokenizer conven
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +33,21 @@ def _unfreeze(module: nn.Module) -> None:
 
 
 ModelT = TypeVar("ModelT", bound="Blip2Base")
+BASE_MODEL_NAME = "mixkit_base.json"
+
+
+def read_weights_with_base(directory: Path) -> dict[str, torch.Tensor]:
+    """The folder's weights, on top of its base model's when it names one (trainable-only checkpoints)."""
+    base_file = directory / BASE_MODEL_NAME
+    own = read_weights(directory)
+    if not base_file.is_file():
+        return own
+    from mixkit.models.hub import resolve_checkpoint
+
+    base = json.loads(base_file.read_text())["base_model"]
+    state = read_weights_with_base(resolve_checkpoint(base))
+    state.update(own)
+    return state
 
 
 class Blip2Base(nn.Module):
@@ -78,22 +94,33 @@ class Blip2Base(nn.Module):
         self.vision_model.encoder.gradient_checkpointing = enabled
         self.qformer.gradient_checkpointing = enabled
 
-    def save_pretrained(self, directory: str | Path, only_trainable: bool = False) -> Path:
-        """`config.json` + `model.safetensors`, readable by `transformers` (same keys and config)."""
+    def save_pretrained(self, directory: str | Path, base_model: str | None = None) -> Path:
+        """`config.json` + `model.safetensors`, readable by `transformers` (same keys and config).
+
+        With `base_model` (a catalogue name or folder holding the frozen weights), only the trainable
+        weights are written and `mixkit_base.json` names where the rest comes from: a stage-2 checkpoint
+        is then megabytes instead of gigabytes, and `from_pretrained` still loads it whole.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.config.save_pretrained(directory)
-        save_weights(self, directory, only_trainable=only_trainable)
+        save_weights(self, directory, only_trainable=base_model is not None)
+        base_file = directory / BASE_MODEL_NAME
+        if base_model is not None:
+            base_file.write_text(json.dumps({"base_model": str(base_model)}, indent=2) + "\n")
+        elif base_file.exists():
+            base_file.unlink()
         return directory
 
     @classmethod
     def from_pretrained(
         cls: type[ModelT], directory: str | Path, allowed_missing_prefixes: tuple[str, ...] = ()
     ) -> ModelT:
-        """Build from `config.json` and load `model.safetensors` strictly (a `transformers`-saved folder too)."""
+        """Build from `config.json` and load `model.safetensors` strictly (a `transformers`-saved folder too).
+        A trainable-only folder first takes every weight from the base model it names."""
         config = Blip2Config.from_pretrained(directory)
         model = cls(config)
-        load_weights_strict(model, read_weights(Path(directory)), allowed_missing_prefixes)
+        load_weights_strict(model, read_weights_with_base(Path(directory)), allowed_missing_prefixes)
         return model.eval()
 
 

@@ -1,0 +1,116 @@
+"""What each training stage puts together: model, frozen parts, tokenizer, collator, task and dataset.
+
+The three stages share one loop (`Blip2Trainer`); they differ only in the parts built here.
+- `blip2-stage1`: `Blip2Stage1Model`, ViT frozen, ITC + ITM + ITG on the Q-Former's BERT tokenizer.
+- `blip2-stage2`: `Blip2Model`, ViT and LLM frozen, LM loss through the frozen LLM.
+- `blip2-caption`: `Blip2Model` with the ViT trainable (LAVIS caption fine-tuning), prompt "a photo of ".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from mixkit.apps.predictor import PredictionSettings
+from mixkit.data.datasets import SkipBadImages, collate_skipping_none, load_dataset
+from mixkit.data.transforms import ImageProcessorConfig
+from mixkit.models.blip2.modeling import Blip2Base, Blip2Model, read_weights_with_base
+from mixkit.models.blip2.stage1 import Blip2Stage1Model
+from mixkit.models.hub import resolve_checkpoint
+from mixkit.train.arguments import DataArguments, ModelArguments
+from mixkit.train.collators import Stage1Collator, Stage2Collator
+from mixkit.train.stage1_task import Stage1Batch, Stage1Task
+from mixkit.train.stage2_task import Stage2Batch, Stage2Task
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StageParts:
+    model: Blip2Base
+    task: Any
+    batch_type: type
+    collator: Callable[[list[Any]], dict[str, Any]]
+    dataset: Dataset
+    save_extras: Callable[[Path], None]
+    base_model: str | None
+
+
+def load_extra_weights(model: Blip2Base, path: str) -> int:
+    """Take every weight of `path` that the model has with the same shape (stage-1 Q-Former -> stage 2),
+    log what was taken and what was left, and return the count."""
+    source = read_weights_with_base(resolve_checkpoint(path))
+    own = model.state_dict()
+    taken = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(taken, strict=False)
+    left = sorted(set(source) - set(taken))
+    logger.info("loaded %d tensors from %s; %d not used by this model (e.g. %s)", len(taken), path, len(left),
+                ", ".join(left[:5]) or "none")
+    if not taken:
+        raise ValueError(f"--load_model_path {path}: none of its weights fit this model")
+    return len(taken)
+
+
+def _save_extras(tokenizer: PreTrainedTokenizerBase, image_size: int, settings: PredictionSettings | None,
+                 directory: Path) -> None:
+    tokenizer.save_pretrained(directory)
+    ImageProcessorConfig(image_size=image_size).save(directory)
+    if settings is not None:
+        settings.save(directory)
+
+
+def _dataset(data: DataArguments) -> Dataset:
+    dataset = load_dataset(data.dataset_name, data_files=data.data_files, split="train",
+                           image_root=data.image_root, task="caption", image_size=data.image_size)
+    return SkipBadImages(dataset)
+
+
+def _model(stage: str, model_dir: Path, args: ModelArguments) -> Blip2Base:
+    model_class = Blip2Stage1Model if stage == "blip2-stage1" else Blip2Model
+    model = model_class.from_pretrained(model_dir)
+    if args.load_model_path:
+        load_extra_weights(model, args.load_model_path)
+    if isinstance(model, Blip2Model):
+        model.lock_language_model()
+    if args.freeze_vit:
+        model.lock_image_tower()
+    return model.train()
+
+
+def build_stage(stage: str, model_args: ModelArguments, data: DataArguments) -> StageParts:
+    model_dir = resolve_checkpoint(model_args.model_name_or_path)
+    model = _model(stage, model_dir, model_args)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if isinstance(model, Blip2Stage1Model):
+        task: Any = Stage1Task(bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
+        collator: Any = Stage1Collator(tokenizer, max_text_length=data.max_text_length)
+        batch_type: type = Stage1Batch
+        settings = None
+    else:
+        task = Stage2Task()
+        collator = Stage2Collator(tokenizer, encoder_decoder=model.is_encoder_decoder, prompt=data.prompt,
+                                  max_text_length=data.max_text_length)
+        batch_type = Stage2Batch
+        settings = PredictionSettings.family_defaults(model.is_encoder_decoder)
+        settings = PredictionSettings(data.prompt.strip(), settings.vqa_prompt, settings.caption, settings.vqa)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("%s: %s trainable of %s parameters (%.1f%%)", stage, f"{trainable:,}", f"{total:,}",
+                100 * trainable / total)
+    return StageParts(
+        model=model,
+        task=task,
+        batch_type=batch_type,
+        collator=partial(collate_skipping_none, collate_fn=collator),
+        dataset=_dataset(data),
+        save_extras=partial(_save_extras, tokenizer, data.image_size, settings),
+        base_model=str(model_dir) if model_args.save_trainable_only else None,
+    )
+

@@ -1,0 +1,148 @@
+"""One training loop for every BLIP-2 stage: a thin `transformers.Trainer` whose loss comes from a task object.
+
+What the subclass changes, and why:
+- `compute_loss` asks the stage's task (`Stage1Task` / `Stage2Task`) for the loss; a non-finite loss skips the
+  step's update (zero gradient) and logs the batch's image ids instead of poisoning the weights.
+- the schedule is linear warm-up then cosine down to `eta_min` (PaddleMIX/LAVIS), the optimizer AdamW with no
+  decay on biases, norms and 1-D parameters (LAVIS's rule), over trainable parameters only;
+- checkpoints hold the trainable weights and name their base model, and get a completion marker written last,
+  so a crash mid-save never leaves a checkpoint that looks complete (`last_complete_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import Trainer
+
+from mixkit.data.datasets import BadImageBudget
+from mixkit.models.blip2.modeling import Blip2Base
+from mixkit.models.serialization import load_weights_strict, read_weights
+
+logger = logging.getLogger(__name__)
+COMPLETE_MARKER = "mixkit_complete.json"
+
+
+def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, floor_ratio: float) -> float:
+    """Learning-rate multiplier: 0 -> 1 linearly over `warmup_steps`, then cosine from 1 to `floor_ratio`."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return step / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return floor_ratio + (1.0 - floor_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def no_decay(name: str, parameter: nn.Parameter) -> bool:
+    """LAVIS's rule: biases, norm weights and every parameter of fewer than 2 dimensions get no weight decay."""
+    lowered = name.lower()
+    return parameter.ndim < 2 or "bias" in lowered or "norm" in lowered
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest `checkpoint-N` that finished saving (has the marker), or None."""
+    complete = [path for path in Path(output_dir).glob("checkpoint-*") if (path / COMPLETE_MARKER).is_file()]
+    return max(complete, key=lambda path: int(path.name.rsplit("-", 1)[1]), default=None)
+
+
+class Blip2Trainer(Trainer):
+    def __init__(
+        self,
+        *args: Any,
+        task: Any,
+        batch_type: type,
+        base_model: str | None = None,
+        save_extras: Callable[[Path], None] | None = None,
+        bad_images: BadImageBudget | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.task = task
+        self.batch_type = batch_type
+        self.base_model = base_model
+        self.save_extras = save_extras
+        self.bad_images = bad_images or BadImageBudget()
+
+    # ---------------------------------------------------------------- loss
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> torch.Tensor:
+        from mixkit.train.collators import to_batch
+
+        if "num_seen" in inputs:
+            self.bad_images.update(inputs)
+        if "pixel_values" not in inputs:  # every image of this batch was unreadable
+            return self._zero_loss(model)
+        losses = self.task.compute(model, to_batch(self.batch_type, inputs))
+        if not torch.isfinite(losses.loss):
+            logger.warning("non-finite loss %s at step %d; update skipped (image ids: %s)", losses.loss.item(),
+                           self.state.global_step, inputs.get("image_ids", "n/a"))
+            return self._zero_loss(model)
+        self._log_parts(losses)
+        return (losses.loss, losses) if return_outputs else losses.loss
+
+    def _zero_loss(self, model: nn.Module) -> torch.Tensor:
+        """A loss of 0 that still reaches every trainable parameter, so DDP's gradient sync stays in step."""
+        return sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)
+
+    def _log_parts(self, losses: Any) -> None:
+        parts = {name: getattr(losses, name) for name in ("itc", "itm", "itg") if hasattr(losses, name)}
+        if parts and self.state.global_step % max(1, int(self.args.logging_steps)) == 0 and self.model.training:
+            self._last_parts = {name: value.item() for name, value in parts.items()}
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        logs.update(getattr(self, "_last_parts", {}))
+        if self.bad_images.seen:
+            logs["skipped_images"] = self.bad_images.skipped
+        super().log(logs, *args, **kwargs)
+
+    # ---------------------------------------------------------------- optimisation
+
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        return [name for name, parameter in model.named_parameters() if not no_decay(name, parameter)]
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        if self.lr_scheduler is None:
+            optimizer = optimizer or self.optimizer
+            warmup = int(self.args.get_warmup_steps(num_training_steps))
+            floor = self.args.eta_min / self.args.learning_rate if self.args.learning_rate > 0 else 0.0
+            self.lr_scheduler = LambdaLR(
+                optimizer, lambda step: warmup_cosine_factor(step, warmup, num_training_steps, floor))
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if not self.args.should_save:
+            return
+        directory = Path(output_dir or self.args.output_dir)
+        model: Blip2Base = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        model.save_pretrained(directory, base_model=self.base_model)
+        if self.save_extras is not None:
+            self.save_extras(directory)
+        (directory / "training_args.json").write_text(self.args.to_json_string())
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            marker = {"global_step": self.state.global_step, "epoch": self.state.epoch}
+            scratch = folder / (COMPLETE_MARKER + ".tmp")
+            scratch.write_text(json.dumps(marker) + "\n")
+            os.replace(scratch, folder / COMPLETE_MARKER)  # written last: its presence means "complete"
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """Trainable-only checkpoints: the frozen weights are already in the model (same base)."""
+        model = model or self.model
+        frozen = tuple(name for name, p in model.named_parameters() if not p.requires_grad)
+        load_weights_strict(model, read_weights(Path(resume_from_checkpoint)), allowed_missing_prefixes=frozen)
+        logger.info("resumed weights from %s", resume_from_checkpoint)

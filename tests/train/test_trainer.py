@@ -1,0 +1,112 @@
+"""The training loop on tiny models and generated data: schedule, losses fall, frozen parts stay put, saving."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mixkit.apps.tiny import build_tiny_predictor, build_tiny_stage1
+from mixkit.cli import main
+from mixkit.data.shapes import ShapesConfig, write_shapes_dataset
+from mixkit.models.blip2.modeling import Blip2Model
+from mixkit.models.blip2.stage1 import Blip2Stage1Model
+from mixkit.train.trainer import COMPLETE_MARKER, last_complete_checkpoint, no_decay, warmup_cosine_factor
+
+
+def test_schedule_hits_warmup_peak_and_floor() -> None:
+    floor = 1e-5 / 1e-4
+    assert warmup_cosine_factor(0, 10, 110, floor) == 0.0
+    assert warmup_cosine_factor(5, 10, 110, floor) == pytest.approx(0.5)
+    assert warmup_cosine_factor(10, 10, 110, floor) == pytest.approx(1.0)
+    assert warmup_cosine_factor(60, 10, 110, floor) == pytest.approx((1 + floor) / 2)
+    assert warmup_cosine_factor(110, 10, 110, floor) == pytest.approx(floor)
+    assert warmup_cosine_factor(500, 10, 110, floor) == pytest.approx(floor)  # never below eta_min
+    values = [warmup_cosine_factor(step, 10, 110, floor) for step in range(10, 111)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_no_weight_decay_on_biases_norms_and_1d() -> None:
+    assert no_decay("qformer.encoder.layer.0.attention.output.LayerNorm.weight", torch.nn.Parameter(torch.ones(4, 4)))
+    assert no_decay("language_projection.bias", torch.nn.Parameter(torch.ones(4, 4)))
+    assert no_decay("temp", torch.nn.Parameter(torch.tensor(0.07)))
+    assert not no_decay("query_tokens", torch.nn.Parameter(torch.ones(1, 4, 4)))
+    assert not no_decay("language_projection.weight", torch.nn.Parameter(torch.ones(4, 4)))
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("shapes")
+    write_shapes_dataset(root, ShapesConfig(num_train=16, num_val=2, num_test=2, image_size=32))
+    return root
+
+
+def captions(root: Path) -> list[str]:
+    return [record["caption"] for record in json.loads((root / "annotations/caption_train.json").read_text())]
+
+
+def train_args(model: Path, shapes: Path, output: Path, *extra: str) -> list[str]:
+    return ["--model_name_or_path", str(model), "--dataset_name", "custom_caption",
+            "--data_files", str(shapes / "annotations/caption_train.json"), "--image_root", str(shapes),
+            "--image_size", "32", "--output_dir", str(output), "--per_device_train_batch_size", "8",
+            "--num_train_epochs", "3", "--warmup_steps", "2", "--logging_steps", "5", "--learning_rate", "1e-3",
+            "--report_to", "none", "--disable_tqdm", "true", "--seed", "0", *extra]
+
+
+def logged_losses(output: Path) -> list[float]:
+    state = json.loads((last_complete_checkpoint(output) / "trainer_state.json").read_text())
+    return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+
+
+def test_stage1_trains_and_saves_a_loadable_trainable_only_folder(shapes: Path, tmp_path: Path) -> None:
+    build_tiny_stage1(tmp_path / "start", captions(shapes))
+    before = Blip2Stage1Model.from_pretrained(tmp_path / "start")
+    assert main(["train", "blip2-stage1", *train_args(tmp_path / "start", shapes, tmp_path / "out")]) == 0
+    losses = logged_losses(tmp_path / "out")
+    assert len(losses) == 6 and losses[-1] < 0.8 * losses[0]
+    after = Blip2Stage1Model.from_pretrained(tmp_path / "out")
+    saved = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert not any(key.startswith("vision_model.encoder.") for key in saved)  # frozen: taken from the base
+    for name, value in before.state_dict().items():
+        changed = not torch.equal(value, after.state_dict()[name])
+        frozen = name.startswith(("vision_model.encoder.", "vision_model.embeddings."))
+        assert changed != frozen or name.endswith("position_embeddings.weight"), name
+    assert [p.name for p in sorted((tmp_path / "out").glob("checkpoint-*/" + COMPLETE_MARKER))]
+
+
+def test_stage2_trains_the_qformer_and_leaves_the_llm(shapes: Path, tmp_path: Path) -> None:
+    build_tiny_predictor(tmp_path / "start", "opt", captions(shapes), weight_std=0.05)
+    before = Blip2Model.from_pretrained(tmp_path / "start")
+    assert main(["train", "blip2-stage2", *train_args(tmp_path / "start", shapes, tmp_path / "out")]) == 0
+    losses = logged_losses(tmp_path / "out")
+    assert losses[-1] < losses[0]
+    after = Blip2Model.from_pretrained(tmp_path / "out")
+    for name, value in before.state_dict().items():
+        if name.startswith("language_model.") or name.startswith("vision_model.encoder."):
+            assert torch.equal(value, after.state_dict()[name]), name
+    assert not torch.equal(before.query_tokens, after.query_tokens)
+    assert not torch.equal(before.language_projection.weight, after.language_projection.weight)
+
+
+def test_last_complete_checkpoint_ignores_a_half_written_one(tmp_path: Path) -> None:
+    for step, complete in ((10, True), (20, True), (30, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / COMPLETE_MARKER).write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-20"
+    assert last_complete_checkpoint(tmp_path / "nothing-here") is None
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--tensor_parallel_degree", "2"], "tensor-parallel plan"),
+    (["--sharding_parallel_degree", "4"], "sharding_parallel_degree 4"),
+])
+def test_parallel_options_that_cannot_run_stop_before_training(option, message, shapes, tmp_path, capsys) -> None:
+    args = train_args(tmp_path / "no-model", shapes, tmp_path / "out", *option)
+    assert main(["train", "blip2-stage2", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
