@@ -80,6 +80,11 @@ def _add_data(subparsers: argparse._SubParsersAction) -> None:
                                            "list the first problems with their record numbers.")
     add_arguments(check)
     check.set_defaults(handler=_lazy("mixkit.data.validation", "run"))
+    shards = actions.add_parser("shards", help="write WebDataset tar shards from an annotation file",
+                                description="Write WebDataset tar shards (one sample per image, original bytes) "
+                                            "and a shards.json index, for data that does not fit one disk.")
+    importlib.import_module("mixkit.data.shards").add_arguments(shards)
+    shards.set_defaults(handler=_lazy("mixkit.data.shards", "run"))
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:

@@ -18,7 +18,8 @@ def test_models_lists_every_catalogue_name(capsys) -> None:
 
 @pytest.mark.parametrize("command", [["predict", "caption"], ["predict", "vqa"], ["convert", "lavis"],
                                      ["score", "vqa"], ["score", "caption"], ["data", "check"],
-                                     ["eval", "vqa"], ["eval", "caption"]])
+                                     ["eval", "vqa"], ["eval", "caption"],
+                                     ["data", "shards"]])
 def test_every_option_is_explained(command: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])

@@ -50,8 +50,8 @@ def best_ranks(scores: torch.Tensor, targets: Sequence[Sequence[int]]) -> torch.
 
 
 def recall(ranks: torch.Tensor, k: int) -> float:
-    """Percent of queries whose best target is among the first `k`."""
-    return 100.0 * (ranks < k).float().mean().item()
+    """Percent of queries whose best target is among the first `k` (in double precision, as LAVIS)."""
+    return 100.0 * int((ranks < k).sum()) / len(ranks)
 
 
 def check_index(shape_i2t: tuple[int, ...], shape_t2i: tuple[int, ...], txt2img: Sequence[int],

@@ -33,12 +33,12 @@ from mixkit.eval import runner
 from mixkit.eval.caption_eval import image_id_of
 from mixkit.eval.retrieval import (
     RerankedRow,
+    best_ranks,
     recall_at_k,
     rerank_image_rows,
     rerank_text_rows,
     scatter_rows,
     sorted_columns,
-    best_ranks,
 )
 from mixkit.eval.runner import DistContext, EvalInputError
 

@@ -56,7 +56,8 @@ def recipe_stage(path: str | Path) -> str | None:
 def hf_parser():
     from transformers import HfArgumentParser
 
-    return HfArgumentParser((ModelArguments, DataArguments, Blip2TrainingArguments))
+    # No abbreviations: a misspelt recipe key must fail, not silently set a different option.
+    return HfArgumentParser((ModelArguments, DataArguments, Blip2TrainingArguments), allow_abbrev=False)
 
 
 def parse(stage: str, config: str | None, rest: Sequence[str]):
@@ -66,6 +67,8 @@ def parse(stage: str, config: str | None, rest: Sequence[str]):
         model_args, data_args, train_args = hf_parser().parse_args_into_dataclasses(args=argv + extra)
     except SystemExit as error:
         raise TrainConfigError(f"bad options for {stage} (see `mixkit train {stage} --help`)") from error
+    except ValueError as error:  # options no dataclass knows (a misspelt key)
+        raise TrainConfigError(f"bad options for {stage}: {error}") from None
     check_parallelism(train_args)
     resolve_resume(train_args)
     return model_args, data_args, train_args
@@ -129,9 +132,12 @@ def train(stage: str, model_args: ModelArguments, data_args: DataArguments,
     from mixkit.train.trainer import Blip2Trainer
 
     parts = build_stage(stage, model_args, data_args)
-    if train_args.gradient_checkpointing:
+    if train_args.gradient_checkpointing or getattr(train_args, "activation_checkpointing", False):
         parts.model.set_gradient_checkpointing(True)
-        train_args.gradient_checkpointing = False  # ours, not the Trainer's (the model is no PreTrainedModel)
+        # ours, not the Trainer's: the model is no PreTrainedModel
+        train_args.gradient_checkpointing = False
+        if hasattr(train_args, "activation_checkpointing"):
+            train_args.activation_checkpointing = False
     trainer = Blip2Trainer(
         model=parts.model, args=train_args, train_dataset=parts.dataset, data_collator=parts.collator,
         task=parts.task, batch_type=parts.batch_type, base_model=parts.base_model, save_extras=parts.save_extras,

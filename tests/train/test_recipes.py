@@ -1,0 +1,48 @@
+"""Every shipped recipe loads, names its stage, and carries the LAVIS settings it claims."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mixkit.train.arguments import STAGES
+from mixkit.train.train_cli import TrainConfigError, parse, recipe_arguments, recipe_stage
+
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+
+# (batch per device, peak lr, eta_min, warm-up, epochs, image size, ViT frozen): LAVIS's project yamls
+EXPECTED = {
+    "blip2-stage1": (100, 1e-4, 1e-5, 5000, 10, 224, True),
+    "blip2-stage2": (64, 1e-4, 1e-5, 2000, 10, 224, True),
+    "blip2-caption": (16, 1e-5, 0.0, 1000, 5, 364, False),
+}
+
+
+def test_recipes_exist_for_every_stage() -> None:
+    assert {recipe_stage(path) for path in CONFIGS} == set(STAGES)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_recipe_loads_with_reference_settings(path: Path, tmp_path: Path) -> None:
+    stage = recipe_stage(path)
+    model, data, train = parse(stage, str(path), ["--output_dir", str(tmp_path)])
+    batch, lr, eta_min, warmup, epochs, size, frozen = EXPECTED[stage]
+    assert (train.per_device_train_batch_size, train.learning_rate, train.eta_min, train.warmup_steps,
+            train.num_train_epochs, data.image_size, model.freeze_vit) == (batch, lr, eta_min, warmup, epochs, size,
+                                                                          frozen)
+    assert train.weight_decay == 0.05 and train.seed == 42
+    assert str(train.output_dir) == str(tmp_path), "the command line overrides the recipe"
+    if stage == "blip2-caption":
+        assert data.prompt == "a photo of " and train.gradient_checkpointing
+
+
+def test_bad_recipe_is_rejected_before_training(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("learning_rate: [1, 2\n")
+    with pytest.raises(TrainConfigError, match="broken.yaml"):
+        recipe_arguments(broken)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("model_name_or_path: x\nlearning_rat: 0.1\n")
+    with pytest.raises(TrainConfigError, match="bad options"):
+        parse("blip2-stage2", str(unknown), [])
