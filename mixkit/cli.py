@@ -67,6 +67,8 @@ SCORERS = (
 EVALUATIONS = (
     ("vqa", "mixkit.eval.vqa_eval", "zero-shot VQAv2: answers in the official result format, scored"),
     ("caption", "mixkit.eval.caption_eval", "COCO Karpathy captioning: result file and COCO caption metrics"),
+    ("retrieval", "mixkit.eval.retrieval_eval",
+     "COCO / Flickr30k image-text retrieval: ITC top-k, ITM re-rank, R@1/5/10"),
 )
 
 
