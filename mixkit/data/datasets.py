@@ -117,6 +117,24 @@ class _ImageRecords(Dataset):
     def load(self, index: int) -> torch.Tensor:
         return self.transform(load_image(self.image_path(index)))
 
+    def check_image_files(self, max_listed: int = 5) -> None:
+        """Before training: every record's image file exists, else `AnnotationError` listing the first few
+        missing files with their record numbers (a stat per distinct image, no decoding)."""
+        missing: list[str] = []
+        count, seen = 0, set()
+        for index in range(len(self)):
+            relative = self.images[index]
+            if relative in seen:
+                continue
+            seen.add(relative)
+            if not (self.image_root / relative).is_file():
+                count += 1
+                if len(missing) < max_listed:
+                    missing.append(f"record {index}: field 'image': no file {self.image_root / relative}")
+        if count:
+            raise AnnotationError(f"{count} image file(s) missing under {self.image_root}:\n  " + "\n  ".join(missing)
+                                  + (f"\n  ... and {count - len(missing)} more" if count > len(missing) else ""))
+
 
 class CaptionDataset(_ImageRecords):
     """Caption training: one record per caption; `image_id` is a running index over distinct images (as LAVIS)."""

@@ -104,13 +104,15 @@ def itg_inputs(input_ids: torch.Tensor, bos_token_id: int, pad_token_id: int) ->
     return decoder_input_ids, decoder_input_ids.masked_fill(decoder_input_ids == pad_token_id, -100)
 
 
-def shifted_lm_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    """Next-token cross-entropy: position t predicts label t+1; -100 ignored."""
+def shifted_lm_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float,
+                    reduction: str = "mean") -> torch.Tensor:
+    """Next-token cross-entropy: position t predicts label t+1; -100 ignored; mean (or sum) over labelled tokens."""
     return F.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
         labels[:, 1:].reshape(-1),
         ignore_index=-100,
         label_smoothing=label_smoothing,
+        reduction=reduction,
     )
 
 

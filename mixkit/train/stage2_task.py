@@ -14,6 +14,7 @@ Follows LAVIS's `Blip2OPT.forward` and `Blip2T5.forward` (facts in ../shared/REF
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -53,13 +54,15 @@ def shift_right(labels: torch.Tensor, decoder_start_token_id: int, pad_token_id:
     return shifted.masked_fill(shifted == IGNORE_INDEX, pad_token_id)
 
 
-def seq2seq_lm_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+def seq2seq_lm_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float,
+                    reduction: str = "mean") -> torch.Tensor:
     """Decoder logits at position t score label t (no shift: the inputs were shifted instead); -100 ignored."""
     return F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]).float(),
         labels.reshape(-1),
         ignore_index=IGNORE_INDEX,
         label_smoothing=label_smoothing,
+        reduction=reduction,
     )
 
 
@@ -74,18 +77,28 @@ class Stage2Task:
     """Computes the stage-2 language-modelling loss for a batch; the model only produces logits."""
 
     label_smoothing: float = 0.0  # LAVIS uses none in stage 2
+    # The loss is a mean over labelled tokens, so `Blip2Trainer` passes the step's token count (`num_items_in_batch`)
+    # and gets the sum over this batch's tokens divided by it: see `compute`.
+    counts_label_tokens: ClassVar[bool] = True
 
-    def compute(self, model: Blip2Model, batch: Stage2Batch) -> Stage2Losses:
+    def compute(self, model: Blip2Model, batch: Stage2Batch,
+                num_items_in_batch: int | torch.Tensor | None = None) -> Stage2Losses:
+        """Mean over this batch's labelled tokens; with `num_items_in_batch` (labelled tokens of the whole
+        optimisation step: every process and accumulation micro-batch), the sum over this batch's tokens divided
+        by that count, so micro-batches add up to the step's mean, whatever the split across processes."""
+        reduction = "mean" if num_items_in_batch is None else "sum"
         if model.is_encoder_decoder:
-            return Stage2Losses(self._encoder_decoder_loss(model, batch))
-        return Stage2Losses(self._decoder_only_loss(model, batch))
+            loss = self._encoder_decoder_loss(model, batch, reduction)
+        else:
+            loss = self._decoder_only_loss(model, batch, reduction)
+        return Stage2Losses(loss if num_items_in_batch is None else loss / num_items_in_batch)
 
-    def _decoder_only_loss(self, model: Blip2Model, batch: Stage2Batch) -> torch.Tensor:
+    def _decoder_only_loss(self, model: Blip2Model, batch: Stage2Batch, reduction: str) -> torch.Tensor:
         output = model(batch.pixel_values, batch.input_ids, batch.attention_mask)
         labels = prepend_ignored(batch.labels, output.num_query_positions)
-        return shifted_lm_loss(output.logits, labels, self.label_smoothing)
+        return shifted_lm_loss(output.logits, labels, self.label_smoothing, reduction)
 
-    def _encoder_decoder_loss(self, model: Blip2Model, batch: Stage2Batch) -> torch.Tensor:
+    def _encoder_decoder_loss(self, model: Blip2Model, batch: Stage2Batch, reduction: str) -> torch.Tensor:
         text_config = model.config.text_config
         decoder_input_ids = shift_right(
             batch.labels,
@@ -99,4 +112,4 @@ class Stage2Task:
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=batch.decoder_attention_mask,
         )
-        return seq2seq_lm_loss(output.logits, batch.labels, self.label_smoothing)
+        return seq2seq_lm_loss(output.logits, batch.labels, self.label_smoothing, reduction)

@@ -69,6 +69,7 @@ def _save_extras(tokenizer: PreTrainedTokenizerBase, image_size: int, settings: 
 def _dataset(data: DataArguments) -> Dataset:
     dataset = load_dataset(data.dataset_name, data_files=data.data_files, split="train",
                            image_root=data.image_root, task="caption", image_size=data.image_size)
+    dataset.check_image_files()  # a missing file stops the run before training; a corrupt one is skipped later
     return SkipBadImages(dataset)
 
 

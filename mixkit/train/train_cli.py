@@ -158,7 +158,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, rest: Sequence[str] = ()) -> int:
-    from mixkit.data.datasets import TooManyBadImagesError
+    from mixkit.data.datasets import DatasetNotFoundError, TooManyBadImagesError
+    from mixkit.data.validation import AnnotationError
 
     if any(word in ("-h", "--help") for word in rest):
         hf_parser().print_help()
@@ -166,7 +167,8 @@ def run(args: argparse.Namespace, rest: Sequence[str] = ()) -> int:
     try:
         model_args, data_args, train_args = parse(args.stage, args.config, rest)
         train(args.stage, model_args, data_args, train_args)
-    except (TrainConfigError, FileNotFoundError, ValueError, TooManyBadImagesError) as error:
+    except (TrainConfigError, AnnotationError, DatasetNotFoundError, FileNotFoundError, ValueError,
+            TooManyBadImagesError) as error:
         print(f"mixkit train {args.stage}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
     return 0

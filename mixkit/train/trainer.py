@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,11 @@ class Blip2Trainer(Trainer):
         self.base_model = base_model
         self.save_extras = save_extras
         self.bad_images = bad_images or BadImageBudget()
+        # `Trainer` counts the labelled tokens of each optimisation step (over accumulation micro-batches and, with
+        # `average_tokens_across_devices`, over processes) only for models that take `num_items_in_batch`; here the
+        # task takes it, so 1 process at batch 2B and 2 processes at batch B give the same loss and gradients.
+        self.model_accepts_loss_kwargs = bool(getattr(task, "counts_label_tokens", False))
+        self._last_log = (time.perf_counter(), 0)
 
     # ---------------------------------------------------------------- loss
 
@@ -81,13 +87,23 @@ class Blip2Trainer(Trainer):
             self.bad_images.update(inputs)
         if "pixel_values" not in inputs:  # every image of this batch was unreadable
             return self._zero_loss(model)
-        losses = self.task.compute(model, to_batch(self.batch_type, inputs))
+        losses = self._task_losses(model, to_batch(self.batch_type, inputs), num_items_in_batch)
         if not torch.isfinite(losses.loss):
             logger.warning("non-finite loss %s at step %d; update skipped (image ids: %s)", losses.loss.item(),
                            self.state.global_step, inputs.get("image_ids", "n/a"))
             return self._zero_loss(model)
         self._log_parts(losses)
         return (losses.loss, losses) if return_outputs else losses.loss
+
+    def _task_losses(self, model: nn.Module, batch: Any, num_items_in_batch: Any) -> Any:
+        if num_items_in_batch is None or not self.model_accepts_loss_kwargs:
+            return self.task.compute(model, batch)
+        losses = self.task.compute(model, batch, num_items_in_batch=num_items_in_batch)
+        if self.args.average_tokens_across_devices:
+            # The count is global, but DDP averages gradients over processes: scale back up, as
+            # `Trainer.compute_loss` does (the logged loss, averaged over processes, is then the global mean).
+            losses.loss = losses.loss * self.accelerator.num_processes
+        return losses
 
     def _zero_loss(self, model: nn.Module) -> torch.Tensor:
         """A loss of 0 that still reaches every trainable parameter, so DDP's gradient sync stays in step."""
@@ -100,9 +116,19 @@ class Blip2Trainer(Trainer):
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         logs.update(getattr(self, "_last_parts", {}))
+        if "loss" in logs:
+            logs["samples_per_second"] = round(self._throughput(), 2)
         if self.bad_images.seen:
             logs["skipped_images"] = self.bad_images.skipped
         super().log(logs, *args, **kwargs)
+
+    def _throughput(self) -> float:
+        """Training samples per second (all processes) since the previous log line."""
+        now, step = time.perf_counter(), self.state.global_step
+        last_time, last_step = getattr(self, "_last_log", (now, step))
+        self._last_log = (now, step)
+        samples = (step - last_step) * self.args.train_batch_size * self.args.world_size
+        return samples / (now - last_time) if now > last_time else 0.0
 
     # ---------------------------------------------------------------- optimisation
 

@@ -110,3 +110,41 @@ def test_parallel_options_that_cannot_run_stop_before_training(option, message, 
     assert main(["train", "blip2-stage2", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def copy_shapes(shapes: Path, target: Path) -> Path:
+    import shutil
+
+    shutil.copytree(shapes, target)
+    return target
+
+
+def test_corrupt_images_are_skipped_counted_and_capped(shapes: Path, tmp_path: Path, capsys) -> None:
+    data = copy_shapes(shapes, tmp_path / "data")
+    first = json.loads((data / "annotations/caption_train.json").read_text())[0]["image"]
+    (data / first).write_bytes(b"not a jpeg at all")  # 5 captions of 80 point at it: 6% of the samples
+    build_tiny_predictor(tmp_path / "start", "opt", captions(shapes), weight_std=0.05)
+    args = train_args(tmp_path / "start", data, tmp_path / "out")
+    assert main(["train", "blip2-stage2", *args, "--max_bad_image_fraction", "0.1"]) == 0
+    summary = capsys.readouterr().err
+    assert "15 of 240 images skipped as unreadable" in summary
+    assert main(["train", "blip2-stage2", *train_args(tmp_path / "start", data, tmp_path / "out2")]) == 2
+    error = capsys.readouterr().err
+    assert "could not be read" in error and first.split("/")[-1] in error
+
+
+def test_missing_image_or_malformed_record_stops_before_training(shapes: Path, tmp_path: Path, capsys) -> None:
+    data = copy_shapes(shapes, tmp_path / "data")
+    records = json.loads((data / "annotations/caption_train.json").read_text())
+    (data / records[7]["image"]).unlink()
+    build_tiny_predictor(tmp_path / "start", "opt", captions(shapes), weight_std=0.05)
+    assert main(["train", "blip2-stage2", *train_args(tmp_path / "start", data, tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "record 5: field 'image'" in error and records[7]["image"].split("/")[-1] in error
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("checkpoint-*"))
+
+    del records[3]["caption"]
+    (data / "annotations/caption_train.json").write_text(json.dumps(records))
+    assert main(["train", "blip2-stage2", *train_args(tmp_path / "start", data, tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "caption_train.json" in error and "record 3" in error and "caption" in error
