@@ -362,3 +362,27 @@ def test_cli_writes_safetensors_and_report(tmp_path: Path) -> None:
     assert main_convert(args) == 1
     assert not (tmp_path / "bad_out" / "model.safetensors").exists()
     assert json.loads((tmp_path / "bad_out" / "conversion_report.json").read_text())["unmapped"] == ["mystery"]
+
+
+def test_base_makes_the_conversion_a_complete_loadable_checkpoint(tmp_path: Path) -> None:
+    from mixkit.models.blip2.modeling import Blip2Model
+
+    config = tiny_config(OPT)
+    base = Blip2Model(config)
+    base.save_pretrained(tmp_path / "base")
+    lavis = lavis_state_dict("opt", config, vit=False, language_model=False)
+    lavis |= {k: v for k, v in lavis_language_model(Random(), "opt", config).items() if k.startswith("opt_proj")}
+    torch.save({"model": lavis}, tmp_path / "blip2_opt.pth")
+    args = ["--lavis", str(tmp_path / "blip2_opt.pth"), "--kind", "opt", "--base", str(tmp_path / "base"),
+            "--output", str(tmp_path / "out")]
+    assert main_convert(args) == 0
+    model = Blip2Model.from_pretrained(tmp_path / "out")
+    converted = load_file(str(tmp_path / "out" / "model.safetensors"))
+    state = model.state_dict()
+    for key, value in converted.items():
+        assert torch.equal(state[key], value), key  # LAVIS-trained parts from the .pth
+    for key, value in base.state_dict().items():
+        if key not in converted:
+            assert torch.equal(state[key], value), key  # frozen LLM and ViT from the base
+    assert any(key.startswith("language_model.") for key in state) and not any(
+        key.startswith("language_model.") for key in converted)

@@ -387,13 +387,47 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument(
         "--allow-unmapped", action="store_true", help="write the output even if some LAVIS keys matched no rule"
     )
+    parser.add_argument(
+        "--base", help="a complete checkpoint (catalogue name or folder, e.g. the Hub's blip2-opt-2.7b) that "
+        "supplies config, tokenizer, preprocessing and the weights LAVIS does not store (the frozen LLM, the ViT): "
+        "the output then loads on its own with from_pretrained"
+    )
     return parser
+
+
+BASE_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+              "merges.txt", "vocab.txt", "spiece.model", "preprocessor_config.json", "processor_config.json",
+              "mixkit_settings.json")
+
+
+def attach_base(output: Path, base: str, kind: Kind) -> Path:
+    """Make `output` a complete checkpoint: the base's config/tokenizer/preprocessing files and a
+    `mixkit_base.json` naming it for every weight the conversion did not produce; then load it strictly."""
+    import shutil
+
+    from mixkit.models.blip2.modeling import BASE_MODEL_NAME, Blip2Model
+    from mixkit.models.blip2.stage1 import Blip2Stage1Model
+    from mixkit.models.hub import resolve_checkpoint
+
+    base_dir = resolve_checkpoint(base)
+    for name in BASE_FILES:
+        if (base_dir / name).is_file():
+            shutil.copyfile(base_dir / name, output / name)
+    (output / BASE_MODEL_NAME).write_text(json.dumps({"base_model": str(base_dir)}, indent=2) + "\n")
+    (Blip2Stage1Model if kind == "stage1" else Blip2Model).from_pretrained(output)  # proves it is complete
+    return base_dir
 
 
 def _load_blip2_config(path: Path) -> object:
     from transformers import Blip2Config
 
     return Blip2Config.from_json_file(str(path)) if path.is_file() else Blip2Config.from_pretrained(str(path))
+
+
+def resolve_base_config(base: str) -> Path:
+    from mixkit.models.hub import resolve_checkpoint
+
+    return resolve_checkpoint(base) / "config.json"
 
 
 def _provided_elsewhere(kind: Kind, has_vit: bool) -> tuple[str, ...]:
@@ -404,9 +438,10 @@ def _provided_elsewhere(kind: Kind, has_vit: bool) -> tuple[str, ...]:
 
 def _check(report: ConversionReport, args: argparse.Namespace, has_vit: bool) -> KeyCheck | None:
     """Key check against ``--config``; None without one (then only unmapped keys can be judged)."""
-    if args.config is None:
+    source = args.config or (resolve_base_config(args.base) if args.base else None)
+    if source is None:
         return None
-    config = _load_blip2_config(args.config)
+    config = _load_blip2_config(source)
     provided = _provided_elsewhere(args.kind, has_vit)
     return report.check_against(target_keys(config, args.kind), provided, raise_on_error=False)
 
@@ -441,11 +476,14 @@ def run_convert(args: argparse.Namespace) -> int:
         return 1
     for key in report.unmapped:
         print(f"unmapped (allowed by --allow-unmapped) {key}")
-    if args.config is None:
-        print("no --config given: missing and unexpected keys were not checked")
+    if args.config is None and args.base is None:
+        print("no --config or --base given: missing and unexpected keys were not checked")
     output = args.output / "model.safetensors"
     save_file(untie_for_safetensors(report.state_dict), str(output), {"format": "pt"})
     print(f"wrote {len(report.state_dict)} tensors to {output}")
+    if args.base is not None:
+        base_dir = attach_base(args.output, args.base, args.kind)
+        print(f"{args.output} is a complete checkpoint: the other weights come from {base_dir}")
     return 0
 
 
