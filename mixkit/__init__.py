@@ -12,6 +12,14 @@ __version__ = "0.1.0"
 SUPPORTED_TRANSFORMERS = (5, 6)
 
 
+def library_versions() -> dict[str, str]:
+    """The versions that decide numerical results, saved beside every model folder and metrics file."""
+    import torch
+    import transformers
+
+    return {"mixkit": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
 def _check_transformers_version() -> None:
     try:
         installed = version("transformers")

@@ -293,11 +293,9 @@ def override_settings(base: GenerationSettings, args: argparse.Namespace) -> Gen
 
 
 def versions() -> dict[str, str]:
-    import transformers
+    from mixkit import library_versions
 
-    import mixkit
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "mixkit": mixkit.__version__}
+    return library_versions()
 
 
 def format_table(rows: Sequence[tuple[str, Any]], title: str) -> str:

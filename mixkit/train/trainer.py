@@ -25,6 +25,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer
 
+from mixkit import library_versions
 from mixkit.data.datasets import BadImageBudget
 from mixkit.models.blip2.modeling import Blip2Base
 from mixkit.models.serialization import load_weights_strict, read_weights
@@ -156,6 +157,7 @@ class Blip2Trainer(Trainer):
         if self.save_extras is not None:
             self.save_extras(directory)
         (directory / "training_args.json").write_text(self.args.to_json_string())
+        (directory / "versions.json").write_text(json.dumps(library_versions(), indent=2) + "\n")
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
         super()._save_checkpoint(model, trial)
