@@ -107,6 +107,22 @@ class _ImageRecords(Dataset):
         self.image_root = Path(image_root)
         self.transform = transform
         self.images = StringColumn(record["image"] for record in records)
+        self.augmentation_seed: int | None = None
+        self.epoch = 0
+
+    def seed_augmentation(self, seed: int) -> None:
+        """Random augmentation drawn from (seed, epoch, sample index) instead of the global RNG: the same sample
+        gets the same crop in 1 or N processes, with any number of workers, and after a resume."""
+        self.augmentation_seed = seed
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _sample_generator(self, index: int) -> torch.Generator | None:
+        if self.augmentation_seed is None or not isinstance(self.transform, TrainImageTransform):
+            return None
+        mixed = ((self.augmentation_seed * 1_000_003 + self.epoch) * 1_000_033 + index) % (2**63 - 1)
+        return torch.Generator().manual_seed(mixed)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -115,7 +131,9 @@ class _ImageRecords(Dataset):
         return self.image_root / self.images[index]
 
     def load(self, index: int) -> torch.Tensor:
-        return self.transform(load_image(self.image_path(index)))
+        image = load_image(self.image_path(index))
+        generator = self._sample_generator(index)
+        return self.transform(image) if generator is None else self.transform(image, generator=generator)
 
     def check_image_files(self, max_listed: int = 5) -> None:
         """Before training: every record's image file exists, else `AnnotationError` listing the first few
@@ -246,6 +264,10 @@ class SkipBadImages(Dataset):
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
 
     def __getitem__(self, index: int) -> Any:
         try:

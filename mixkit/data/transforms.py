@@ -283,13 +283,15 @@ class TrainImageTransform:
         self.config = config
         self.generator = generator
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
+        """`generator` (per call) overrides the one given at construction: datasets seed it per sample."""
+        generator = generator or self.generator
         rgb = to_rgb(image)
-        box = sample_crop_box(*rgb.size, scale=(self.config.min_scale, self.config.max_scale), generator=self.generator)
+        box = sample_crop_box(*rgb.size, scale=(self.config.min_scale, self.config.max_scale), generator=generator)
         # Same order as torchvision (crop, then resize) so pixels match its RandomResizedCrop.
         cropped = rgb.crop((box.left, box.top, box.left + box.width, box.top + box.height))
         size = self.config.image_size
         resized = cropped.resize((size, size), resample=Image.Resampling.BICUBIC)
-        if torch.rand(1, generator=self.generator).item() < 0.5:  # RandomHorizontalFlip(p=0.5)
+        if torch.rand(1, generator=generator).item() < 0.5:  # RandomHorizontalFlip(p=0.5)
             resized = resized.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return to_normalized_tensor(resized, self.config.mean, self.config.std)

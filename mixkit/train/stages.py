@@ -79,10 +79,11 @@ def _save_extras(tokenizer: PreTrainedTokenizerBase, image_size: int, settings: 
         settings.save(directory)
 
 
-def _dataset(data: DataArguments) -> Dataset:
+def _dataset(data: DataArguments, seed: int) -> Dataset:
     dataset = load_dataset(data.dataset_name, data_files=data.data_files, split="train",
                            image_root=data.image_root, task="caption", image_size=data.image_size)
     dataset.check_image_files()  # a missing file stops the run before training; a corrupt one is skipped later
+    dataset.seed_augmentation(seed)
     return SkipBadImages(dataset)
 
 
@@ -98,7 +99,7 @@ def _model(stage: str, model_dir: Path, args: ModelArguments) -> Blip2Base:
     return model.train()
 
 
-def build_stage(stage: str, model_args: ModelArguments, data: DataArguments) -> StageParts:
+def build_stage(stage: str, model_args: ModelArguments, data: DataArguments, seed: int = 42) -> StageParts:
     model_dir = resolve_checkpoint(model_args.model_name_or_path)
     model = _model(stage, model_dir, model_args)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -120,7 +121,7 @@ def build_stage(stage: str, model_args: ModelArguments, data: DataArguments) -> 
         task=task,
         batch_type=batch_type,
         collator=partial(collate_skipping_none, collate_fn=collator),
-        dataset=_dataset(data),
+        dataset=_dataset(data, seed),
         save_extras=partial(_save_extras, tokenizer, data.image_size, settings),
         base_model=str(model_dir) if model_args.save_trainable_only else None,
     )

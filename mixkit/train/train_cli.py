@@ -131,7 +131,7 @@ def train(stage: str, model_args: ModelArguments, data_args: DataArguments,
     from mixkit.train.stages import build_stage
     from mixkit.train.trainer import Blip2Trainer
 
-    parts = build_stage(stage, model_args, data_args)
+    parts = build_stage(stage, model_args, data_args, seed=train_args.seed)
     if train_args.gradient_checkpointing or getattr(train_args, "activation_checkpointing", False):
         parts.model.set_gradient_checkpointing(True)
         # ours, not the Trainer's: the model is no PreTrainedModel
@@ -149,6 +149,10 @@ def train(stage: str, model_args: ModelArguments, data_args: DataArguments,
     if trainer.is_world_process_zero():
         print(summary_table(stage, result, trainer.bad_images.summary(), train_args.output_dir,
                             time.perf_counter() - start), file=sys.stderr)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # a clean exit for every torchrun process
+        dist.destroy_process_group()
     return result
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from mixkit import library_versions
 from mixkit.data.datasets import BadImageBudget
@@ -55,9 +55,39 @@ def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
     return max(complete, key=lambda path: int(path.name.rsplit("-", 1)[1]), default=None)
 
 
+class TaskModel(nn.Module):
+    """The model bound to its task, so the Trainer (and DDP/FSDP around it) runs one forward per batch.
+
+    DDP syncs gradients only for work done inside the wrapped module's forward; the stage-1 task calls several
+    model methods, so they must all run under this forward. The model itself still only computes outputs.
+    """
+
+    def __init__(self, model: Blip2Base, task: Any):
+        super().__init__()
+        self.model = model
+        self.task = task
+
+    def forward(self, batch: Any, num_items_in_batch: Any = None) -> Any:
+        if num_items_in_batch is None:
+            return self.task.compute(self.model, batch)
+        return self.task.compute(self.model, batch, num_items_in_batch=num_items_in_batch)
+
+
+class EpochToDataset(TrainerCallback):
+    """Tell the dataset the epoch before its loader starts, for per-sample seeded augmentation."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(int(state.epoch or 0))
+
+
 class Blip2Trainer(Trainer):
     def __init__(
         self,
+        model: Blip2Base,
         *args: Any,
         task: Any,
         batch_type: type,
@@ -66,7 +96,8 @@ class Blip2Trainer(Trainer):
         bad_images: BadImageBudget | None = None,
         **kwargs: Any,
     ):
-        super().__init__(*args, **kwargs)
+        super().__init__(TaskModel(model, task), *args, **kwargs)
+        self.add_callback(EpochToDataset(self.train_dataset))
         self.task = task
         self.batch_type = batch_type
         self.base_model = base_model
@@ -76,6 +107,11 @@ class Blip2Trainer(Trainer):
         # `average_tokens_across_devices`, over processes) only for models that take `num_items_in_batch`; here the
         # task takes it, so 1 process at batch 2B and 2 processes at batch B give the same loss and gradients.
         self.model_accepts_loss_kwargs = bool(getattr(task, "counts_label_tokens", False))
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched != self.args.world_size:  # e.g. torchrun on a machine without GPUs and no --use_cpu
+            raise ValueError(
+                f"started as {launched} processes but the Trainer runs {self.args.world_size} (no process group it "
+                "can use): each process would train alone on all the data; on CPU pass --use_cpu true (gloo)")
         self._last_log = (time.perf_counter(), 0)
 
     # ---------------------------------------------------------------- loss
@@ -98,8 +134,8 @@ class Blip2Trainer(Trainer):
 
     def _task_losses(self, model: nn.Module, batch: Any, num_items_in_batch: Any) -> Any:
         if num_items_in_batch is None or not self.model_accepts_loss_kwargs:
-            return self.task.compute(model, batch)
-        losses = self.task.compute(model, batch, num_items_in_batch=num_items_in_batch)
+            return model(batch)
+        losses = model(batch, num_items_in_batch)
         if self.args.average_tokens_across_devices:
             # The count is global, but DDP averages gradients over processes: scale back up, as
             # `Trainer.compute_loss` does (the logged loss, averaged over processes, is then the global mean).
@@ -152,7 +188,7 @@ class Blip2Trainer(Trainer):
         if not self.args.should_save:
             return
         directory = Path(output_dir or self.args.output_dir)
-        model: Blip2Base = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        model: Blip2Base = self.accelerator.unwrap_model(self.model, keep_torch_compile=False).model
         model.save_pretrained(directory, base_model=self.base_model)
         if self.save_extras is not None:
             self.save_extras(directory)
@@ -170,7 +206,8 @@ class Blip2Trainer(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         """Trainable-only checkpoints: the frozen weights are already in the model (same base)."""
-        model = model or self.model
-        frozen = tuple(name for name, p in model.named_parameters() if not p.requires_grad)
+        model = (model or self.model).model
+        # remove_duplicate=False: a tied weight (OPT's lm_head = embed_tokens) is in the state dict under both names
+        frozen = tuple(name for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad)
         load_weights_strict(model, read_weights(Path(resume_from_checkpoint)), allowed_missing_prefixes=frozen)
         logger.info("resumed weights from %s", resume_from_checkpoint)

@@ -346,3 +346,25 @@ def test_data_files_override_skips_the_catalogue(home: Path, shapes: ShapesPaths
     assert len(data) == 3 and data[0]["references"]
     loader = DataLoader(data, batch_size=3, collate_fn=collate_skipping_none)
     assert next(iter(loader))["image_id"].tolist() == [r["image_id"] for r in _records(shapes.caption_val)]
+
+
+def test_seeded_augmentation_depends_on_sample_and_epoch_only(shapes: ShapesPaths) -> None:
+    def dataset():
+        loaded = load_dataset("custom_caption", shapes.caption_train, image_root=shapes.root, image_size=32)
+        loaded.seed_augmentation(7)
+        return loaded
+
+    first, second = dataset(), dataset()
+    torch.manual_seed(0)
+    a = first[3]["image"]
+    torch.manual_seed(123)  # the global RNG (other processes, workers, a resume) plays no part
+    _ = second[0]
+    b = second[3]["image"]
+    assert torch.equal(a, b)
+    second.set_epoch(1)
+    assert not torch.equal(second[3]["image"], a), "a new epoch draws new crops"
+    unseeded = load_dataset("custom_caption", shapes.caption_train, image_root=shapes.root, image_size=32)
+    torch.manual_seed(0)
+    c = unseeded[3]["image"]
+    torch.manual_seed(1)
+    assert not torch.equal(unseeded[3]["image"], c), "without a seed the global RNG decides"

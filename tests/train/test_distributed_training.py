@@ -38,6 +38,7 @@ def stage2_setup(tmp_path_factory) -> tuple[Path, Path]:
     shapes = tmp_path_factory.mktemp("shapes")
     write_shapes_dataset(shapes, ShapesConfig(num_train=4, num_val=1, num_test=1, image_size=32))
     records = json.loads((shapes / "annotations/caption_train.json").read_text())
+    # Random crops and flips stay on: they are seeded per sample, so a sample gets the same pixels in either layout.
     model = tmp_path_factory.mktemp("tiny-opt")
     build_tiny_predictor(model, "opt", [r["caption"] for r in records], weight_std=0.05)
     # The tiny LM already has dropout 0; the Q-Former's hidden and attention dropout (0.1) would draw different
@@ -55,7 +56,7 @@ def stage2_args(model: Path, shapes: Path, output: Path, batch: int) -> list[str
             "--image_size", "32", "--output_dir", str(output), "--per_device_train_batch_size", str(batch),
             "--num_train_epochs", "2", "--warmup_steps", "2", "--logging_steps", "1", "--learning_rate", "1e-3",
             "--save_strategy", "steps", "--save_steps", "10", "--report_to", "none", "--disable_tqdm", "true",
-            "--seed", "0"]
+            "--seed", "0", "--use_cpu", "true"]  # without it, torchrun on CPU gets no process group: see Blip2Trainer
 
 
 def logged_losses(output: Path) -> list[float]:
@@ -83,7 +84,10 @@ def test_two_processes_at_batch_b_match_one_process_at_batch_2b(stage2_setup, tm
     weights_two = load_file(str(tmp_path / "two" / "model.safetensors"))
     assert weights_one.keys() == weights_two.keys() and "query_tokens" in weights_one
     for name, value in weights_one.items():
-        torch.testing.assert_close(weights_two[name], value, rtol=1e-5, atol=1e-6, msg=name)
+        # Attention key biases get a gradient that is 0 up to rounding (softmax ignores a shift common to a row
+        # of scores), and AdamW turns that rounding noise into real steps: they agree to ~2e-6, not 1e-6.
+        atol = 1e-5 if name.endswith("key.bias") else 1e-6
+        torch.testing.assert_close(weights_two[name], value, rtol=1e-5, atol=atol, msg=name)
 
 
 # ---------------------------------------------------------------- stage 1: ITC negatives from the other rank
