@@ -49,7 +49,8 @@ class Stage1Collator:
     def __call__(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         tokens = self.tokenizer(
             [sample["text_input"] for sample in samples],
-            padding="longest",
+            # Fixed length, as LAVIS: ITM gathers every process's token ids, which needs equal shapes.
+            padding="max_length",
             truncation=True,
             max_length=self.max_text_length,
             padding_side="right",

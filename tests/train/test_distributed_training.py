@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -173,3 +174,22 @@ def test_itc_uses_the_other_ranks_samples_as_negatives(tmp_path) -> None:
         torch.testing.assert_close(result["task_grad"], result["hand_grad"], rtol=1e-4, atol=1e-7)
         # ... and that is a real restriction: letting the other columns carry gradient changes it.
         assert not torch.allclose(result["task_grad"], result["full_grad"], rtol=1e-2, atol=1e-6)
+
+
+def test_stage1_trains_under_torchrun_with_two_processes(stage2_setup, tmp_path) -> None:
+    """Stage 1 calls several model methods per batch: all must run inside the DDP-wrapped forward."""
+    from mixkit.apps.tiny import build_tiny_stage1
+
+    _, shapes = stage2_setup
+    records = json.loads((shapes / "annotations/caption_train.json").read_text())
+    build_tiny_stage1(tmp_path / "stage1", [r["caption"] for r in records])
+    args = stage2_args(tmp_path / "stage1", shapes, tmp_path / "out", batch=2)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "mixkit.train.train_cli", "blip2-stage1", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((tmp_path / "out" / "checkpoint-10" / "trainer_state.json").read_text())
+    losses = [entry for entry in state["log_history"] if "loss" in entry]
+    assert len(losses) == 10 and all(math.isfinite(entry["loss"]) for entry in losses)
+    assert all(entry["itc"] > 0 and entry["itm"] > 0 and entry["itg"] > 0 for entry in losses[:1])
