@@ -36,9 +36,11 @@ def tied_groups(model: nn.Module) -> list[list[str]]:
     return [names for names in names_by_tensor.values() if len(names) > 1]
 
 
-def save_weights(model: nn.Module, directory: Path, only_trainable: bool = False) -> Path:
-    """Write `model.safetensors` with each tied tensor once; `only_trainable` keeps what `requires_grad`."""
-    state = model.state_dict()
+def save_weights(model: nn.Module, directory: Path, only_trainable: bool = False,
+                 state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write `model.safetensors` with each tied tensor once; `only_trainable` keeps what `requires_grad`.
+    `state` replaces `model.state_dict()` where the full tensors live elsewhere (gathered from FSDP shards)."""
+    state = dict(model.state_dict() if state is None else state)
     for names in tied_groups(model):
         for duplicate in names[1:]:
             state.pop(duplicate, None)
@@ -46,7 +48,8 @@ def save_weights(model: nn.Module, directory: Path, only_trainable: bool = False
         trainable = {name for name, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
         state = {name: value for name, value in state.items() if name in trainable}
     path = Path(directory) / WEIGHTS_NAME
-    save_file({name: value.detach().contiguous() for name, value in state.items()}, str(path), {"format": "pt"})
+    save_file({name: value.detach().cpu().contiguous() for name, value in state.items()}, str(path),
+              {"format": "pt"})
     return path
 
 

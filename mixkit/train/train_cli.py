@@ -83,7 +83,7 @@ def _option(argv: Sequence[str], name: str, default: str) -> str:
 def parallel_arguments(argv: Sequence[str]) -> list[str]:
     """`sharding_parallel_degree > 1` means FSDP full sharding through the Trainer's own integration."""
     if int(_option(argv, "sharding_parallel_degree", "1")) > 1 and "--fsdp" not in argv:
-        return ["--fsdp", "full_shard auto_wrap"]
+        return ["--fsdp", "full_shard"]
     return []
 
 
@@ -109,10 +109,18 @@ def resolve_resume(args: Blip2TrainingArguments) -> None:
         logger.info("resuming from %s", found or "scratch (no complete checkpoint yet)")
 
 
-def summary_table(stage: str, result: Any, skipped: str, output_dir: str, seconds: float) -> str:
+def parallelism(trainer: Any) -> str:
+    world = trainer.args.world_size
+    if trainer.is_fsdp_enabled:
+        return f"FSDP full sharding over {world} processes"
+    return f"DDP over {world} processes" if world > 1 else "single process"
+
+
+def summary_table(stage: str, result: Any, skipped: str, output_dir: str, seconds: float, layout: str) -> str:
     metrics = result.metrics
     rows = [
         ("stage", stage),
+        ("parallelism", layout),
         ("steps", str(result.global_step)),
         ("epochs", f"{metrics.get('epoch', 0):.2f}"),
         ("mean training loss", f"{result.training_loss:.4f}"),
@@ -143,12 +151,15 @@ def train(stage: str, model_args: ModelArguments, data_args: DataArguments,
         task=parts.task, batch_type=parts.batch_type, base_model=parts.base_model, save_extras=parts.save_extras,
         bad_images=BadImageBudget(max_fraction=data_args.max_bad_image_fraction),
     )
+    if train_args.sharding_parallel_degree > 1 and not trainer.is_fsdp_enabled:
+        logger.warning("--sharding_parallel_degree %d asked for FSDP, but accelerate set up plain DDP (FSDP needs "
+                       "GPUs): every process holds the whole model", train_args.sharding_parallel_degree)
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=train_args.resume_from_checkpoint)
     trainer.save_model(train_args.output_dir)
     if trainer.is_world_process_zero():
         print(summary_table(stage, result, trainer.bad_images.summary(), train_args.output_dir,
-                            time.perf_counter() - start), file=sys.stderr)
+                            time.perf_counter() - start, parallelism(trainer)), file=sys.stderr)
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():  # a clean exit for every torchrun process

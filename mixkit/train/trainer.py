@@ -189,7 +189,9 @@ class Blip2Trainer(Trainer):
             return
         directory = Path(output_dir or self.args.output_dir)
         model: Blip2Base = self.accelerator.unwrap_model(self.model, keep_torch_compile=False).model
-        model.save_pretrained(directory, base_model=self.base_model)
+        if state_dict is not None:  # FSDP: the Trainer gathered the full tensors (keys carry TaskModel's "model.")
+            state_dict = {key.removeprefix("model."): value for key, value in state_dict.items()}
+        model.save_pretrained(directory, base_model=self.base_model, state_dict=state_dict)
         if self.save_extras is not None:
             self.save_extras(directory)
         (directory / "training_args.json").write_text(self.args.to_json_string())

@@ -94,7 +94,8 @@ class Blip2Base(nn.Module):
         self.vision_model.encoder.gradient_checkpointing = enabled
         self.qformer.gradient_checkpointing = enabled
 
-    def save_pretrained(self, directory: str | Path, base_model: str | None = None) -> Path:
+    def save_pretrained(self, directory: str | Path, base_model: str | None = None,
+                        state_dict: dict[str, torch.Tensor] | None = None) -> Path:
         """`config.json` + `model.safetensors`, readable by `transformers` (same keys and config).
 
         With `base_model` (a catalogue name or folder holding the frozen weights), only the trainable
@@ -104,7 +105,7 @@ class Blip2Base(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.config.save_pretrained(directory)
-        save_weights(self, directory, only_trainable=base_model is not None)
+        save_weights(self, directory, only_trainable=base_model is not None, state=state_dict)
         base_file = directory / BASE_MODEL_NAME
         if base_model is not None:
             base_file.write_text(json.dumps({"base_model": str(base_model)}, indent=2) + "\n")
