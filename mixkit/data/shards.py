@@ -44,7 +44,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from mixkit.data.datasets import SkippedSample, answer_weights, eval_image_id
 from mixkit.data.text import CaptionProcessor, QuestionProcessor
-from mixkit.data.transforms import ImageLoadError, load_image, to_rgb
+from mixkit.data.transforms import ImageLoadError, decode_image, load_image
 from mixkit.data.validation import RECORD_KINDS, AnnotationError, read_records, validate_annotations
 
 INDEX_NAME = "shards.json"
@@ -311,16 +311,9 @@ def iter_tar_samples(fileobj: Any) -> Iterator[tuple[str, dict[str, bytes]]]:
         yield key, files  # type: ignore[misc]
 
 
-def decode_image(data: bytes, where: str) -> Image.Image:
-    """Decode image bytes to RGB; raise `ImageLoadError` naming `where` (``shard.tar:key.jpg``)."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return to_rgb(image)
-    except Image.UnidentifiedImageError:
-        raise ImageLoadError(where, "not a recognised image format") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageLoadError(where, f"cannot decode: {error}") from error
+def decode_shard_image(data: bytes, where: str) -> Image.Image:
+    """Decode image bytes from a shard to RGB; `ImageLoadError` names `where` (``shard.tar:key.jpg``)."""
+    return decode_image(io.BytesIO(data), where)
 
 
 def rank_and_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
@@ -433,7 +426,7 @@ class _ShardedRecords(IterableDataset):
 
     def _expand(self, records: list[dict[str, Any]], data: bytes, where: str) -> Iterator[Any]:
         try:
-            image = decode_image(data, where)
+            image = decode_shard_image(data, where)
         except ImageLoadError as error:
             if not self.stream.skip_bad_images:
                 raise

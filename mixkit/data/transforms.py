@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from PIL import Image
@@ -177,21 +177,26 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image as RGB; raise `ImageLoadError` instead of failing later."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageLoadError(path, "file not found")
+def decode_image(source: str | Path | BinaryIO, where: str | Path) -> Image.Image:
+    """Open and fully decode an image (a path or a byte stream) as RGB; `ImageLoadError` names `where`."""
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             # Decode now: PIL is lazy, and a truncated file would otherwise fail inside a DataLoader worker.
             image.load()
             return to_rgb(image)
     except Image.UnidentifiedImageError:
-        raise ImageLoadError(path, "not a recognised image format") from None
+        raise ImageLoadError(where, "not a recognised image format") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         # PIL reports truncated or corrupt data as OSError (sometimes SyntaxError for bad headers).
-        raise ImageLoadError(path, f"cannot decode: {error}") from error
+        raise ImageLoadError(where, f"cannot decode: {error}") from error
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open and fully decode an image file as RGB; raise `ImageLoadError` instead of failing later."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageLoadError(path, "file not found")
+    return decode_image(path, path)
 
 
 def to_normalized_tensor(image: Image.Image, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
