@@ -28,7 +28,7 @@ def _subparser(parser: argparse.ArgumentParser, path: list[str]) -> argparse.Arg
 @pytest.mark.parametrize("command", [["predict", "caption"], ["predict", "vqa"], ["convert", "lavis"],
                                      ["score", "vqa"], ["score", "caption"], ["data", "check"],
                                      ["eval", "vqa"], ["eval", "caption"], ["eval", "retrieval"],
-                                     ["data", "shards"]])
+                                     ["data", "shards"], ["demo"]])
 def test_every_option_is_explained(command: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])

@@ -36,23 +36,25 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 from transformers import AutoModelForSeq2SeqLM, Blip2Config, PreTrainedTokenizerBase, TrainerCallback
+from transformers.trainer_callback import PrinterCallback
 
+from mixkit import library_versions
 from mixkit.data.shapes import (
     BACKGROUND_COLOURS, COUNT_WORDS, KINDS, POSITIONS, SHAPE_COLOURS, SIZES, Scene, ShapesConfig, ShapesPaths,
     make_example, most_frequent_answer_by_question_type, most_frequent_caption, question_type_of,
     write_shapes_dataset,
 )
 from mixkit.data.text import clean_caption, clean_question
-from mixkit.data.tokenizers import train_bert_tokenizer, train_t5_tokenizer
+from mixkit.data.tokenizers import train_bert_tokenizer, word_level_t5_tokenizer
 from mixkit.data.transforms import EvalImageTransform, ImageProcessorConfig, load_image
 from mixkit.models.blip2.modeling import Blip2Model
 from mixkit.models.blip2.stage1 import Blip2Stage1Model
 from mixkit.models.blip2.tiny import tiny_qformer_config, tiny_t5_config, tiny_vision_config
 from mixkit.models.blip2.vision import VisionTransformer
-from mixkit.models.catalogue import CAPTION_PROMPT, VQA_PROMPT, GenerationSettings
+from mixkit.models.catalogue import CAPTION_PROMPT, VQA_PROMPT
 from mixkit.train.collators import Stage1Collator, Stage2Collator
 from mixkit.train.stage1_task import Stage1Batch, Stage1Task
-from mixkit.train.stage2_task import Stage2Batch, Stage2Task, seq2seq_lm_loss, shift_right
+from mixkit.train.stage2_task import Stage2Batch, Stage2Task, shift_right
 
 logger = logging.getLogger(__name__)
 STAGES = ("vision", "language", "stage1", "stage2")
@@ -77,12 +79,14 @@ class DemoConfig:
     vocab_size: int = 400
     batch_size: int = 64
     steps: dict[str, int] = field(
-        default_factory=lambda: {"vision": 250, "language": 300, "stage1": 100, "stage2": 400})
+        default_factory=lambda: {"vision": 250, "language": 900, "stage1": 100, "stage2": 900})
     learning_rates: dict[str, float] = field(
         default_factory=lambda: {"vision": 2e-3, "language": 2e-3, "stage1": 1e-3, "stage2": 2e-3})
     num_beams: int = 3
     num_examples: int = 6
-    threads: int = 2
+    # One thread: on 2 cores it was only ~10% slower than two when the machine was idle, and two threads
+    # slowed 5-25x whenever another process was busy (OpenMP workers waiting on each other).
+    threads: int = 1
 
     def __post_init__(self) -> None:
         if set(self.steps) != set(STAGES) or set(self.learning_rates) != set(STAGES):
@@ -229,8 +233,7 @@ def tokenizer_texts(data: TrainData) -> list[str]:
 def train_tokenizers(data: TrainData, directory: Path, vocab_size: int):
     """The LM's T5 tokenizer and the Q-Former's BERT tokenizer, both learned on the training text."""
     texts = tokenizer_texts(data)
-    return (train_t5_tokenizer(texts, directory / "t5", vocab_size),
-            train_bert_tokenizer(texts, directory / "bert", vocab_size))
+    return word_level_t5_tokenizer(texts, directory / "t5"), train_bert_tokenizer(texts, directory / "bert", vocab_size)
 
 
 # ------------------------------------------------------------------------- the Trainer
@@ -252,11 +255,31 @@ def run_trainer(name: str, model: nn.Module, dataset: Dataset, collator: Callabl
     )
     trainer = Blip2Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, task=task,
                            batch_type=batch_type, callbacks=[LossBar(name)])
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; `LossBar` shows the loss
     trainer.train()
     return [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
 
 
 # ------------------------------------------------------------------------- 2a: the "pretrained" ViT
+
+
+INIT_STD = 0.02  # BERT's and BLIP-2's initializer_range
+
+
+def init_weights_(model: nn.Module, skip: tuple[str, ...] = ("temp",)) -> nn.Module:
+    """From-scratch initialisation as BERT/BLIP-2 do it (normal 0.02, zero biases, unit norms): PyTorch's
+    defaults (unit-variance embeddings, zero query tokens) make the tiny models start far off or symmetric."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name in skip:
+                continue
+            if name.endswith("bias"):
+                parameter.zero_()
+            elif parameter.ndim == 1:  # norm scales
+                parameter.fill_(1.0)
+            else:
+                parameter.normal_(0.0, INIT_STD)
+    return model
 
 
 def scene_targets(scene: Scene) -> torch.Tensor:
@@ -319,7 +342,7 @@ def collate_attributes(samples: Sequence[dict[str, Any]]) -> dict[str, torch.Ten
 def pretrain_vision(config: DemoConfig, data: TrainData, model_config: Blip2Config,
                     output_dir: Path) -> tuple[dict[str, torch.Tensor], list[dict]]:
     torch.manual_seed(config.seed)
-    model = VisionPretrainModel(model_config)
+    model = init_weights_(VisionPretrainModel(model_config))
     rows = [{"image_index": i, "targets": scene_targets(scene)} for i, scene in enumerate(data.scenes)]
     losses = run_trainer("vision", model, ImageTextSamples(data.images, rows), collate_attributes,
                          AttributeTask(), AttributeBatch, config, output_dir)
@@ -355,14 +378,17 @@ class TextBatch:
 
 @dataclass
 class TextTask:
-    """Text-only seq2seq loss of the LM itself (the Stage-2 loss without the image)."""
+    """Text-only seq2seq loss of the LM itself: the stage-2 loss without the image, averaged per sequence."""
 
     def compute(self, model: nn.Module, batch: TextBatch) -> LossOnly:
         config = model.config
         decoder_ids = shift_right(batch.labels, config.decoder_start_token_id, config.pad_token_id)
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                        decoder_input_ids=decoder_ids, decoder_attention_mask=batch.decoder_attention_mask).logits
-        return LossOnly(seq2seq_lm_loss(logits, batch.labels, 0.0))
+        # Mean per sequence, then over the batch: a 1-token answer counts as much as a 15-token caption.
+        per_token = F.cross_entropy(logits.transpose(1, 2).float(), batch.labels, ignore_index=-100, reduction="none")
+        labelled = (batch.labels != -100).float()
+        return LossOnly(((per_token * labelled).sum(1) / labelled.sum(1).clamp(min=1)).mean())
 
 
 @dataclass
@@ -375,15 +401,14 @@ class DescribedCollator:
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         described = [{**s, "text_input": describe_scene(self.scenes[s["image_index"]]) + " " + s["text_input"]}
                      for s in samples]
-        batch = Stage2Collator(self.tokenizer, encoder_decoder=True, max_text_length=64)(described)
-        batch.pop("pixel_values")
-        return batch
+        # `pixel_values` stays: `Blip2Trainer` reads a batch without it as "every image was unreadable".
+        return Stage2Collator(self.tokenizer, encoder_decoder=True, max_text_length=96)(described)
 
 
 def pretrain_language(config: DemoConfig, data: TrainData, tokenizer: PreTrainedTokenizerBase,
                       model_config: Blip2Config, output_dir: Path) -> tuple[dict[str, torch.Tensor], list[dict]]:
     torch.manual_seed(config.seed)
-    model = AutoModelForSeq2SeqLM.from_config(model_config.text_config)
+    model = init_weights_(AutoModelForSeq2SeqLM.from_config(model_config.text_config))
     losses = run_trainer("language", model, ImageTextSamples(data.images, prompted_pairs(data)),
                          DescribedCollator(tokenizer, data.scenes), TextTask(), TextBatch, config, output_dir)
     return model.state_dict(), losses
@@ -396,8 +421,11 @@ def train_stage1(config: DemoConfig, data: TrainData, tokenizer: PreTrainedToken
                  model_config: Blip2Config, vision: dict[str, torch.Tensor],
                  output_dir: Path) -> tuple[Blip2Stage1Model, list[dict]]:
     torch.manual_seed(config.seed)
-    model = Blip2Stage1Model(model_config)
-    model.load_state_dict(vision, strict=False)  # only the ViT: the rest starts fresh, as in BLIP-2
+    model = init_weights_(Blip2Stage1Model(model_config))
+    # Only the ViT: the rest starts fresh, as in BLIP-2. Every given weight must land somewhere.
+    unexpected = model.load_state_dict(vision, strict=False).unexpected_keys
+    if unexpected:
+        raise RuntimeError(f"stage-1 model: pretrained ViT weights it does not have: {unexpected[:5]}")
     model.lock_image_tower()
     rows = [{"image_index": r["image_index"], "text_input": r["caption"]} for r in data.captions]
     task = Stage1Task(bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
@@ -408,7 +436,7 @@ def train_stage1(config: DemoConfig, data: TrainData, tokenizer: PreTrainedToken
 
 def stage2_model(model_config: Blip2Config, vision: dict, language: dict, stage1: Blip2Stage1Model) -> Blip2Model:
     """Frozen ViT and LM from pretraining; Q-Former, queries and ln_vision from stage 1."""
-    model = Blip2Model(model_config)
+    model = init_weights_(Blip2Model(model_config))
     own = model.state_dict()
     taken = {k: v for k, v in stage1.state_dict().items() if k in own and own[k].shape == v.shape}
     taken.update(vision)
@@ -548,14 +576,8 @@ def build_metrics(config: DemoConfig, evaluation: dict, baselines: dict, losses:
         "wall_time_s": round(wall, 1),
         **peak_memory_mib(),
         "config": asdict(config),
-        "versions": _versions(),
+        "versions": library_versions(),
     }
-
-
-def _versions() -> dict[str, str]:
-    from mixkit.eval.runner import versions
-
-    return versions()
 
 
 # ------------------------------------------------------------------------- the pipeline
@@ -633,12 +655,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=Path("mixkit-demo"),
                         help="folder for metrics.json, report.html and the run's files (default ./mixkit-demo)")
     parser.add_argument("--seed", type=int, default=0, help="one seed for data, weights and batches (default 0)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; see DemoConfig)")
 
 
 def run(args: argparse.Namespace) -> int:
     """`mixkit demo`: progress on stderr, the summary and the report's path on stdout."""
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    metrics = run_demo(DemoConfig(seed=args.seed), args.output)
+    metrics = run_demo(DemoConfig(seed=args.seed, threads=args.threads), args.output)
     print(summary(metrics))
     print(f"report: {(args.output / 'report.html').resolve()}")
     return 0

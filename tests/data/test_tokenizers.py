@@ -166,3 +166,17 @@ def test_vocab_size_is_respected_and_validated(tmp_path: Path) -> None:
         train_opt_tokenizer(_corpus(), tmp_path / "small", vocab_size=100)
     with pytest.raises(ValueError, match="zero texts"):
         train_bert_tokenizer([], tmp_path / "empty")
+
+
+def test_word_level_t5_tokenizer_keeps_words_whole(tmp_path) -> None:
+    from mixkit.data.tokenizers import word_level_t5_tokenizer
+
+    texts = ["a small purple circle on the left", "two large squares"]
+    tokenizer = word_level_t5_tokenizer(texts, tmp_path)
+    ids = tokenizer("a small purple circle").input_ids
+    assert len(ids) == 5 and ids[-1] == tokenizer.eos_token_id  # one piece per word, then </s>
+    assert tokenizer.pad_token_id == 0 and tokenizer.eos_token_id == 1
+    unseen = tokenizer("lefts").input_ids  # an unseen word of known letters falls back to pieces, not <unk>
+    assert tokenizer.unk_token_id not in unseen and len(unseen) > 2
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert reloaded("a small purple circle").input_ids == ids
