@@ -148,3 +148,18 @@ def test_missing_image_or_malformed_record_stops_before_training(shapes: Path, t
     assert main(["train", "blip2-stage2", *train_args(tmp_path / "start", data, tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert "caption_train.json" in error and "record 3" in error and "caption" in error
+
+
+def test_caption_finetuning_trains_the_vit_with_the_prompt(shapes: Path, tmp_path: Path) -> None:
+    build_tiny_predictor(tmp_path / "start", "opt", captions(shapes), weight_std=0.05)
+    before = Blip2Model.from_pretrained(tmp_path / "start")
+    args = train_args(tmp_path / "start", shapes, tmp_path / "out", "--freeze_vit", "false", "--prompt", "a photo of ")
+    assert main(["train", "blip2-caption", *args]) == 0
+    losses = logged_losses(tmp_path / "out")
+    assert losses[-1] < losses[0]
+    after = Blip2Model.from_pretrained(tmp_path / "out")
+    vit = "vision_model.encoder.layers.0.mlp.fc1.weight"
+    assert not torch.equal(before.state_dict()[vit], after.state_dict()[vit]), "caption fine-tuning trains the ViT"
+    assert torch.equal(before.language_model.lm_head.weight, after.language_model.lm_head.weight)
+    settings = json.loads((tmp_path / "out" / "mixkit_settings.json").read_text())
+    assert settings["prompt"] == "a photo of", "the folder remembers its caption prompt"
