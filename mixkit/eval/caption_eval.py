@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Hashable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -93,10 +93,7 @@ def build_metrics(args, units: list[CaptionImage], gt, results: list[dict], batc
         "num_images": len(results),
         "prompt": batch.prompt,
         "prompts": [batch.prompt] * min(len(units), 3),
-        "generation": asdict(batch.settings),
-        "batch_size": args.batch_size,
-        "world_size": ctx.world_size,
-        "versions": runner.versions(),
+        **runner.run_metadata(args, ctx, batch.settings),
     }
 
 

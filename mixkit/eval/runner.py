@@ -17,7 +17,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -290,6 +290,12 @@ def override_settings(base: GenerationSettings, args: argparse.Namespace) -> Gen
 
 
 # ---------------------------------------------------------------- reporting
+
+
+def run_metadata(args: argparse.Namespace, ctx: DistContext, settings: GenerationSettings) -> dict[str, Any]:
+    """What every metrics file records about how it was made (settings, layout, library versions)."""
+    return {"generation": asdict(settings), "batch_size": args.batch_size, "world_size": ctx.world_size,
+            "versions": versions()}
 
 
 def versions() -> dict[str, str]:

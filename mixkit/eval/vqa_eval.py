@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Hashable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -120,10 +120,7 @@ def build_metrics(args, inputs: VqaInputs, results: list[dict], batch: VqaBatch,
         "num_images": len(inputs.units),
         "prompt_template": batch.template,
         "prompts": [batch.prompt(record["question"]) for record in first],
-        "generation": asdict(batch.settings),
-        "batch_size": args.batch_size,
-        "world_size": ctx.world_size,
-        "versions": runner.versions(),
+        **runner.run_metadata(args, ctx, batch.settings),
     }
 
 
