@@ -26,6 +26,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from mixkit.data.transforms import ImageLoadError, load_image
+from mixkit.distributed import shutdown_process_group
 from mixkit.eval.result_files import ResultFileError
 from mixkit.models.catalogue import GenerationSettings
 
@@ -78,8 +79,8 @@ def init_distributed() -> DistContext:
 
 
 def close_distributed(ctx: DistContext) -> None:
-    if ctx.initialized and dist.is_initialized():
-        dist.destroy_process_group()
+    if ctx.initialized:
+        shutdown_process_group()
 
 
 def barrier(ctx: DistContext) -> None:

@@ -160,10 +160,9 @@ def train(stage: str, model_args: ModelArguments, data_args: DataArguments,
     if trainer.is_world_process_zero():
         print(summary_table(stage, result, trainer.bad_images.summary(), train_args.output_dir,
                             time.perf_counter() - start, parallelism(trainer)), file=sys.stderr)
-    import torch.distributed as dist
+    from mixkit.distributed import shutdown_process_group
 
-    if dist.is_available() and dist.is_initialized():  # a clean exit for every torchrun process
-        dist.destroy_process_group()
+    shutdown_process_group()  # a clean exit for every torchrun process
     return result
 
 
