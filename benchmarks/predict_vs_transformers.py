@@ -17,7 +17,7 @@ import time
 import torch
 from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2QFormerConfig, Blip2VisionConfig, OPTConfig
 
-from mixkit.apps.tiny import randomize_
+from mixkit.testing import randomize_
 from mixkit.models.blip2.modeling import Blip2Model
 
 IMAGE_TOKEN = 50000

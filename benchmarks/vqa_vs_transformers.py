@@ -20,7 +20,7 @@ from transformers import Blip2ForConditionalGeneration
 sys.path.insert(0, str(Path(__file__).parent))
 from predict_vs_transformers import IMAGE_TOKEN, mid_size_config, timed  # noqa: E402
 
-from mixkit.apps.tiny import randomize_  # noqa: E402
+from mixkit.testing import randomize_  # noqa: E402
 from mixkit.models.blip2.modeling import Blip2Model  # noqa: E402
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -12,12 +13,17 @@ __version__ = "0.1.0"
 SUPPORTED_TRANSFORMERS = (5, 6)
 
 
-def library_versions() -> dict[str, str]:
-    """The versions that decide numerical results, saved beside every model folder and metrics file."""
-    import torch
-    import transformers
+def __getattr__(name: str) -> Any:
+    # The public entry points load on first use, so `import mixkit` (and `mixkit --help`) stays light.
+    if name == "load_pipeline":
+        from mixkit.pipelines.auto import load_pipeline
 
-    return {"mixkit": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
+        return load_pipeline
+    if name == "library_versions":
+        from mixkit.utils.versions import library_versions
+
+        return library_versions
+    raise AttributeError(f"module 'mixkit' has no attribute {name!r}")
 
 
 def _check_transformers_version() -> None:

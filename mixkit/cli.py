@@ -8,6 +8,8 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from mixkit.utils.typed_args import add_dataclass_arguments
+
 
 def _lazy(module: str, function: str, *args: object) -> Callable[[argparse.Namespace], int]:
     def run(namespace: argparse.Namespace) -> int:
@@ -24,29 +26,30 @@ def _models(_: argparse.Namespace) -> int:
 
 
 def _add_predict(subparsers: argparse._SubParsersAction) -> None:
-    from mixkit.apps.predict_cli import add_arguments
+    from mixkit.apps.predict import TASKS
 
     predict = subparsers.add_parser("predict", help="caption images or answer questions about them")
     tasks = predict.add_subparsers(dest="task", required=True, metavar="TASK")
-    caption = tasks.add_parser("caption", help="describe each image",
-                               description="Caption images with a BLIP-2 checkpoint (reference settings).")
-    add_arguments(caption, "caption")
-    caption.set_defaults(handler=_lazy("mixkit.apps.predict_cli", "run", "caption"))
-    vqa = tasks.add_parser("vqa", help="answer a question about each image",
-                           description="Zero-shot visual question answering with a BLIP-2 checkpoint.")
-    add_arguments(vqa, "vqa")
-    vqa.set_defaults(handler=_lazy("mixkit.apps.predict_cli", "run", "vqa"))
+    descriptions = {
+        "caption": ("describe each image", "Caption images with a BLIP-2 checkpoint (reference settings)."),
+        "vqa": ("answer a question about each image", "Zero-shot visual question answering with a BLIP-2 checkpoint."),
+    }
+    for task, (config_type, _) in TASKS.items():
+        help_text, description = descriptions[task]
+        parser = tasks.add_parser(task, help=help_text, description=description)
+        add_dataclass_arguments(parser, config_type)
+        parser.set_defaults(handler=_lazy("mixkit.apps.predict", "run", task))
 
 
 def _add_convert(subparsers: argparse._SubParsersAction) -> None:
-    from mixkit.models.blip2.convert_lavis import add_convert_arguments
+    from mixkit.models.blip2.lavis_files import add_convert_arguments
 
     convert = subparsers.add_parser("convert", help="convert checkpoints from other toolkits")
     sources = convert.add_subparsers(dest="source", required=True, metavar="SOURCE")
     lavis = sources.add_parser("lavis", help="a LAVIS BLIP-2 .pth -> model.safetensors in mixkit's layout",
                                description="Convert a LAVIS BLIP-2 checkpoint with a strict key check.")
     add_convert_arguments(lavis)
-    lavis.set_defaults(handler=_lazy("mixkit.models.blip2.convert_lavis", "run_convert"))
+    lavis.set_defaults(handler=_lazy("mixkit.models.blip2.lavis_files", "run_convert"))
 
 
 def _add_module_group(subparsers: argparse._SubParsersAction, name: str, help_text: str,
@@ -65,11 +68,25 @@ SCORERS = (
     ("caption", "mixkit.eval.caption_score", "COCO caption metrics (BLEU, METEOR, ROUGE-L, CIDEr, SPICE)"),
 )
 EVALUATIONS = (
-    ("vqa", "mixkit.eval.vqa_eval", "zero-shot VQAv2: answers in the official result format, scored"),
-    ("caption", "mixkit.eval.caption_eval", "COCO Karpathy captioning: result file and COCO caption metrics"),
-    ("retrieval", "mixkit.eval.retrieval_eval",
+    ("vqa", "VqaEvalConfig", "mixkit.eval.vqa_eval",
+     "zero-shot VQAv2: answers in the official result format, scored"),
+    ("caption", "CaptionEvalConfig", "mixkit.eval.caption_eval",
+     "COCO Karpathy captioning: result file and COCO caption metrics"),
+    ("retrieval", "RetrievalEvalConfig", "mixkit.eval.retrieval_eval",
      "COCO / Flickr30k image-text retrieval: ITC top-k, ITM re-rank, R@1/5/10"),
 )
+
+
+def _add_eval(subparsers: argparse._SubParsersAction) -> None:
+    """`mixkit eval TASK`: options from the task's typed config; the run module loads only when it runs."""
+    from mixkit.eval import config as eval_config
+
+    group = subparsers.add_parser("eval", help="evaluate a model end to end (sharded under torchrun)")
+    choices = group.add_subparsers(dest="eval_choice", required=True, metavar="KIND")
+    for entry, config_name, module, text in EVALUATIONS:
+        parser = choices.add_parser(entry, help=text, description=text)
+        add_dataclass_arguments(parser, getattr(eval_config, config_name))
+        parser.set_defaults(handler=_lazy(module, "run"))
 
 
 def _add_data(subparsers: argparse._SubParsersAction) -> None:
@@ -85,8 +102,8 @@ def _add_data(subparsers: argparse._SubParsersAction) -> None:
     shards = actions.add_parser("shards", help="write WebDataset tar shards from an annotation file",
                                 description="Write WebDataset tar shards (one sample per image, original bytes) "
                                             "and a shards.json index, for data that does not fit one disk.")
-    importlib.import_module("mixkit.data.shards").add_arguments(shards)
-    shards.set_defaults(handler=_lazy("mixkit.data.shards", "run"))
+    importlib.import_module("mixkit.data.shards.writer").add_arguments(shards)
+    shards.set_defaults(handler=_lazy("mixkit.data.shards.writer", "run"))
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
@@ -118,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(subparsers)
     _add_convert(subparsers)
     _add_module_group(subparsers, "score", "score result files with the official metrics", SCORERS)
-    _add_module_group(subparsers, "eval", "evaluate a model end to end (sharded under torchrun)", EVALUATIONS)
+    _add_eval(subparsers)
     _add_data(subparsers)
     _add_train(subparsers)
     _add_demo(subparsers)

@@ -7,17 +7,21 @@ rescale by 1/255, CLIP normalisation); the train transform reproduces the LAVIS
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import torch
 from PIL import Image
 
+from mixkit.utils.io import read_json, write_json
+
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+# What datasets call on each image: `EvalImageTransform`, `TrainImageTransform` or the user's own.
+Transform = Callable[[Image.Image], torch.Tensor]
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 # transformers >= 5 saves a Blip2Processor as one composite file with the image
@@ -32,15 +36,20 @@ _RESCALE_FACTOR = 1 / 255
 _CROP_RATIO = (3 / 4, 4 / 3)
 _CROP_ATTEMPTS = 10
 
-# Values `BlipImageProcessor` assumes when a key is absent from its json (its class
-# attributes); a file from an older transformers may omit some of them.
-_HF_DEFAULTS: dict[str, Any] = {
+# The `BlipImageProcessor` settings our transforms implement and cannot vary: written
+# into every config, required of every config read.
+_FIXED_SETTINGS: dict[str, Any] = {
     "do_resize": True,
     "resample": _BICUBIC,
     "do_rescale": True,
     "rescale_factor": _RESCALE_FACTOR,
     "do_normalize": True,
     "do_convert_rgb": True,
+}
+# Values `BlipImageProcessor` assumes when a key is absent from its json (its class
+# attributes); a file from an older transformers may omit some of them.
+_HF_DEFAULTS: dict[str, Any] = {
+    **_FIXED_SETTINGS,
     "image_mean": list(CLIP_MEAN),
     "image_std": list(CLIP_STD),
     "size": {"height": 384, "width": 384},
@@ -86,15 +95,10 @@ class ImageProcessorConfig:
         """The `BlipImageProcessor` json layout, plus our two train-crop keys."""
         return {
             "image_processor_type": "BlipImageProcessor",
-            "do_resize": True,
+            **_FIXED_SETTINGS,
             "size": {"height": self.image_size, "width": self.image_size},
-            "resample": _BICUBIC,
-            "do_rescale": True,
-            "rescale_factor": _RESCALE_FACTOR,
-            "do_normalize": True,
             "image_mean": list(self.mean),
             "image_std": list(self.std),
-            "do_convert_rgb": True,
             # transformers keeps unknown keys as plain attributes, so these are harmless there.
             "min_scale": self.min_scale,
             "max_scale": self.max_scale,
@@ -116,11 +120,9 @@ class ImageProcessorConfig:
 
     def save(self, directory: str | Path) -> Path:
         """Write `preprocessor_config.json` into `directory` and return its path."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / PREPROCESSOR_CONFIG_NAME
-        path.write_text(json.dumps(self.to_hf_dict(), indent=2, sort_keys=True) + "\n")
-        return path
+        # Keys sorted, as transformers writes this file ("size" holds height before width already).
+        return write_json(Path(directory) / PREPROCESSOR_CONFIG_NAME, dict(sorted(self.to_hf_dict().items())),
+                          indent=2)
 
     @classmethod
     def load(cls, directory: str | Path) -> ImageProcessorConfig:
@@ -128,9 +130,9 @@ class ImageProcessorConfig:
         directory = Path(directory)
         flat, composite = directory / PREPROCESSOR_CONFIG_NAME, directory / PROCESSOR_CONFIG_NAME
         if flat.is_file():
-            return cls.from_hf_dict(json.loads(flat.read_text()))
+            return cls.from_hf_dict(read_json(flat, "image processor config"))
         if composite.is_file():
-            data = json.loads(composite.read_text())
+            data = read_json(composite, "processor config")
             if _NESTED_IMAGE_PROCESSOR_KEY in data:
                 return cls.from_hf_dict(data[_NESTED_IMAGE_PROCESSOR_KEY])
             raise FileNotFoundError(f"{composite} has no {_NESTED_IMAGE_PROCESSOR_KEY!r} section")
@@ -149,18 +151,11 @@ def _square_size(size: Any) -> int:
 
 
 def _check_supported(data: dict[str, Any]) -> None:
-    expected = {
-        "do_resize": True,
-        "resample": _BICUBIC,
-        "do_rescale": True,
-        "do_normalize": True,
-        "do_convert_rgb": True,
-    }
-    for key, value in expected.items():
-        if data[key] != value:
+    for key, value in _FIXED_SETTINGS.items():
+        # A json round trip may change the last digits of 1/255.
+        same = math.isclose(data[key], value, rel_tol=1e-6) if key == "rescale_factor" else data[key] == value
+        if not same:
             raise ValueError(f"unsupported image processor setting {key}={data[key]!r} (mixkit needs {value!r})")
-    if not math.isclose(data["rescale_factor"], _RESCALE_FACTOR, rel_tol=1e-6):
-        raise ValueError(f"unsupported rescale_factor={data['rescale_factor']!r} (mixkit needs 1/255)")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -1,7 +1,7 @@
 """Check annotation files before a run starts, so a bad record fails in seconds, not hours.
 
 One schema per record kind (LAVIS's formats; `FIELDS` is the single source of truth,
-also used by `mixkit.data.datasets` when it loads a file):
+also used by `mixkit.data.loading` when it loads a file):
 
 - ``caption_train``: ``{"caption": str, "image": str, "image_id"?: str | int}``, one per caption
 - ``caption_eval``:  ``{"caption": [str, ...], "image": str, "image_id"?: int | str}``
@@ -20,6 +20,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+from mixkit.utils.io import JsonFileError, read_json
 
 RECORD_KINDS: tuple[str, ...] = ("caption_train", "caption_eval", "vqa_train", "vqa_eval")
 JSON_LINES_SUFFIXES: tuple[str, ...] = (".jsonl", ".ndjson")
@@ -118,29 +120,30 @@ def record_problems(record: Any, kind: str) -> list[tuple[str | None, str]]:
 def read_records(path: str | Path) -> list[Any]:
     """The records of a JSON list or JSON-lines file; syntax errors name file, line and column."""
     path = Path(path)
-    if not path.is_file():
-        raise AnnotationError(f"{path}: annotation file not found")
-    text = path.read_text(encoding="utf-8")
     if path.suffix.lower() in JSON_LINES_SUFFIXES:
-        return _read_json_lines(path, text)
+        return _read_json_lines(path)
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise AnnotationError(f"{path}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}") from None
+        data = read_json(path, "annotation file")
+    except JsonFileError as error:
+        raise AnnotationError(str(error)) from None
     if not isinstance(data, list):
         raise AnnotationError(f"{path}: expected a JSON list of records, got a {type(data).__name__}")
     return data
 
 
-def _read_json_lines(path: Path, text: str) -> list[Any]:
+def _read_json_lines(path: Path) -> list[Any]:
+    if not path.is_file():
+        raise AnnotationError(f"annotation file: {path}: file not found")
     records = []
-    for line_number, line in enumerate(text.splitlines(), start=1):
+    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():  # a trailing blank line is common and harmless
             continue
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as error:
-            raise AnnotationError(f"{path}:{line_number}:{error.colno}: invalid JSON: {error.msg}") from None
+            # Worded as `read_json` words a whole file's error.
+            raise AnnotationError(f"annotation file: {path}: not valid JSON "
+                                  f"(line {line_number}, column {error.colno}: {error.msg})") from None
     return records
 
 
@@ -263,12 +266,17 @@ def validate_annotations(path: str | Path, kind: str, image_root: str | Path | N
 # --------------------------------------------------------------------------------- CLI
 
 
+def add_annotation_arguments(parser: argparse.ArgumentParser, image_root_required: bool) -> None:
+    """`--kind`, `--annotations` and `--image-root`: what every `mixkit data` action reads."""
+    parser.add_argument("--kind", required=True, choices=RECORD_KINDS, help="record schema of the annotations")
+    parser.add_argument("--annotations", required=True, type=Path, help="JSON or JSON-lines annotation file")
+    parser.add_argument("--image-root", type=Path, required=image_root_required, default=None,
+                        help="folder the records' `image` paths are relative to")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``mixkit data check``."""
-    parser.add_argument("--kind", required=True, choices=RECORD_KINDS, help="record schema to check against")
-    parser.add_argument("--annotations", required=True, type=Path, help="JSON or JSON-lines annotation file")
-    parser.add_argument("--image-root", type=Path, default=None,
-                        help="folder the records' `image` paths are relative to")
+    add_annotation_arguments(parser, image_root_required=False)
     parser.add_argument("--no-check-images", dest="check_images", action="store_false",
                         help="skip the image existence check")
     parser.add_argument("--max-listed", type=int, default=5, help="how many problems to print")

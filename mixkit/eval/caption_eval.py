@@ -2,14 +2,16 @@
 
 Records are LAVIS's `coco_karpathy_test.json` format, `[{"image": path, "caption": [refs],
 "image_id"?: int}]` (also what `mixkit.data.shapes` writes as `caption_test.json`); an image path
-is relative to `--image-root`. Without "image_id" the id is the last "_" field of the file name,
-LAVIS's rule (`COCO_val2014_000000391895.jpg` -> 391895). Output, in `--output-dir`:
+is relative to `--image-root`. Image ids follow LAVIS's rule (`mixkit.data.records.lavis_image_id`:
+without "image_id", the last "_" field of the file name, `COCO_val2014_000000391895.jpg` -> 391895).
+Output, in `--output-dir`:
 
   {split}_caption_result.json   [{"image_id": int, "caption": str}], sorted by image id
   metrics.json                  COCO caption scores (with --gt), settings, prompt, versions
 
 Defaults are the checkpoint's: its caption prompt ("a photo of" for caption-finetuned ones) and
 the reference settings (beams 5, at most 29 new tokens for OPT / 30 for T5, at least 7).
+Library use: `evaluate_caption(CaptionEvalConfig(...))`.
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from mixkit.eval import runner
 from mixkit.eval.caption_score import CaptionScoreError, check_environment, score_captions
-from mixkit.eval.runner import DistContext, EvalInputError
+from mixkit.eval.command import (check_config, dataclass_from_args, generation_settings, load_model, run_evaluation,
+                                 standalone_main)
+from mixkit.eval.config import CaptionEvalConfig
+from mixkit.eval.inputs import EvalInputError, check_images_exist, load_json_file, record_image_id
+from mixkit.eval.reporting import format_table, run_metadata, write_outputs
+from mixkit.eval.sharding import RunOptions, run_sharded
+from mixkit.models.settings import GenerationSettings
+from mixkit.utils.distributed import DistContext
 
 SCORE_ORDER = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
 
@@ -37,15 +43,6 @@ class CaptionImage:
     path: Path
 
 
-def image_id_of(record: dict, index: int) -> Hashable:
-    if "image_id" in record:
-        return record["image_id"]
-    field = Path(record["image"]).stem.split("_")[-1]
-    if not field.isdigit():
-        raise EvalInputError(f"record {index}: no image_id, and {record['image']!r} does not end in _<number>")
-    return int(field)
-
-
 def parse_records(data: object, image_root: Path, source: str) -> list[CaptionImage]:
     """Units in file order, one per image id (Karpathy files list each image once; be safe anyway)."""
     if not isinstance(data, list):
@@ -54,46 +51,46 @@ def parse_records(data: object, image_root: Path, source: str) -> list[CaptionIm
     for index, record in enumerate(data):
         if not isinstance(record, dict) or not isinstance(record.get("image"), str):
             raise EvalInputError(f"{source}: record {index}: needs an 'image' path (a string)")
-        image_id = image_id_of(record, index)
+        image_id = record_image_id(record, index, source)
         units.setdefault(image_id, CaptionImage(image_id, Path(image_root) / record["image"]))
     return list(units.values())
 
 
 class CaptionBatch:
-    """Captions a batch of images with one prompt."""
+    """Captions a batch of images with one prompt, through the pipeline."""
 
-    def __init__(self, predictor, settings, prompt: str):
-        self.predictor, self.settings, self.prompt = predictor, settings, prompt
+    def __init__(self, pipeline, settings: GenerationSettings, prompt: str):
+        self.pipeline, self.settings, self.prompt = pipeline, settings, prompt
 
-    @torch.no_grad()
     def __call__(self, units: Sequence[CaptionImage]) -> list[dict]:
-        embeds = runner.encode_images(self.predictor, [unit.path for unit in units])
-        captions = runner.generate_texts(self.predictor, embeds, [self.prompt] * len(units), self.settings)
+        captions = self.pipeline.caption([unit.path for unit in units], self.prompt, self.settings,
+                                         batch_size=len(units))
         return [{"image_id": unit.image_id, "caption": c} for unit, c in zip(units, captions)]
 
 
-def load_inputs(args: argparse.Namespace) -> tuple[list[CaptionImage], dict | None]:
+def load_inputs(config: CaptionEvalConfig) -> tuple[list[CaptionImage], dict | None]:
     """Records, image files and the scorer's environment, all checked before the model loads."""
-    units = parse_records(runner.load_json_file(args.records, "--records"), args.image_root, str(args.records))
-    runner.check_images_exist([unit.path for unit in units])
+    units = parse_records(load_json_file(config.records, "--records"), config.image_root, str(config.records))
+    check_images_exist([unit.path for unit in units])
     gt = None
-    if args.gt is not None:
+    if config.gt is not None:
         check_environment()  # no Java: fail now, not after an hour of generation
-        gt = runner.load_json_file(args.gt, "--gt")
+        gt = load_json_file(config.gt, "--gt")
     return units, gt
 
 
-def build_metrics(args, units: list[CaptionImage], gt, results: list[dict], batch: CaptionBatch, ctx) -> dict:
-    scores = score_captions(gt, results, spice=args.spice) if gt is not None else None
+def build_metrics(config: CaptionEvalConfig, units: list[CaptionImage], gt: dict | None, results: list[dict],
+                  batch: CaptionBatch, ctx: DistContext) -> dict:
+    scores = score_captions(gt, results, spice=config.spice) if gt is not None else None
     return {
         "task": "caption",
-        "split": args.split,
-        "model": args.model,
+        "split": config.split,
+        "model": config.model,
         "scores": scores,
         "num_images": len(results),
         "prompt": batch.prompt,
         "prompts": [batch.prompt] * min(len(units), 3),
-        **runner.run_metadata(args, ctx, batch.settings),
+        **run_metadata(batch.settings, config.batch_size, ctx),
     }
 
 
@@ -105,45 +102,36 @@ def score_table(metrics: dict) -> str:
     else:
         # Percentages, as papers and LAVIS logs print them.
         rows += [(name, 100 * scores[name]) for name in SCORE_ORDER if scores.get(name) is not None]
-    return runner.format_table(rows, f"Captions {metrics['split']}: {metrics['model']}")
+    return format_table(rows, f"Captions {metrics['split']}: {metrics['model']}")
 
 
-def evaluate(args: argparse.Namespace, ctx: DistContext) -> dict | None:
+def evaluate_caption(config: CaptionEvalConfig, ctx: DistContext | None = None) -> dict | None:
     """The whole run; the metrics on rank 0, None on the other ranks."""
-    runner.check_positive(args)
-    units, gt = load_inputs(args)
-    predictor = runner.load_predictor(args, ctx)
-    prompt = predictor.settings.prompt if args.prompt is None else args.prompt
-    batch = CaptionBatch(predictor, runner.override_settings(predictor.settings.caption, args), prompt)
-    options = runner.RunOptions(args.output_dir, "image_id", args.batch_size, args.save_every, args.resume)
-    results = runner.run_sharded(units, lambda unit: [unit.image_id], batch, options, ctx)
+    from mixkit.pipelines.blip2 import Blip2Pipeline
+
+    ctx = ctx or DistContext()
+    check_config(config)
+    units, gt = load_inputs(config)
+    pipeline = load_model(lambda: Blip2Pipeline.from_pretrained(config.model, ctx.device(config.device),
+                                                                config.fp32), config.model)
+    prompt = pipeline.settings.prompt if config.prompt is None else config.prompt
+    batch = CaptionBatch(pipeline, generation_settings(config, pipeline.settings.caption), prompt)
+    options = RunOptions(config.output_dir, "image_id", config.batch_size, config.save_every, config.resume)
+    results = run_sharded(units, lambda unit: [unit.image_id], batch, options, ctx)
     if results is None:
         return None
-    runner.write_json(Path(args.output_dir) / f"{args.split}_caption_result.json", results)
-    metrics = build_metrics(args, units, gt, results, batch, ctx)
-    runner.write_json(Path(args.output_dir) / "metrics.json", metrics)
-    return metrics
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `mixkit eval caption`."""
-    parser.add_argument("--records", required=True, type=Path,
-                        help="COCO-Karpathy test records JSON: [{'image', 'caption': [refs], 'image_id'?}]")
-    parser.add_argument("--image-root", required=True, type=Path, help="folder the records' image paths are under")
-    parser.add_argument("--gt", type=Path, default=None, help="COCO-captions ground-truth JSON, for scoring")
-    parser.add_argument("--spice", action="store_true", help="also compute SPICE (needs its CoreNLP jars)")
-    parser.add_argument("--split", default="test",
-                        help="names the result file {split}_caption_result.json (default test)")
-    runner.add_common_arguments(parser)
+    metrics = build_metrics(config, units, gt, results, batch, ctx)
+    return write_outputs(config.output_dir, f"{config.split}_caption_result.json", results, metrics)
 
 
 def run(args: argparse.Namespace) -> int:
     """`mixkit eval caption`: metrics JSON on stdout (rank 0); errors as one line on stderr, exit code 2."""
-    return runner.run_evaluation("caption", evaluate, score_table, args, (CaptionScoreError,))
+    return run_evaluation("caption", evaluate_caption, dataclass_from_args(CaptionEvalConfig, args), score_table,
+                          (CaptionScoreError,))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return runner.standalone_main("caption", add_arguments, run, __doc__.splitlines()[0], argv)
+    return standalone_main(CaptionEvalConfig, run, "caption", __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,12 @@ Extra keys are allowed everywhere; ids are ints or strings (never bools).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from mixkit.utils.io import JsonFileError, read_json
 
 # How many offending ids an error message quotes before "...".
 _SHOWN_IDS = 5
@@ -65,15 +66,9 @@ class Coverage:
 def load_json(path: str | Path) -> Any:
     """Parse a JSON file, turning every failure into a one-line `ResultFileError`."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ResultFileError(f"{path}: cannot read: {error}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ResultFileError(
-            f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
-        ) from None
+        return read_json(path)
+    except JsonFileError as error:
+        raise ResultFileError(str(error)) from None
 
 
 def _type_names(types: tuple[type, ...]) -> str:

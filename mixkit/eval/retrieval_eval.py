@@ -29,8 +29,10 @@ import torch
 from tqdm import tqdm
 
 from mixkit.data.text import clean_caption
-from mixkit.eval import runner
-from mixkit.eval.caption_eval import image_id_of
+from mixkit.eval.command import check_config, dataclass_from_args, load_model, run_evaluation, standalone_main
+from mixkit.eval.config import RetrievalEvalConfig
+from mixkit.eval.inputs import EvalInputError, check_images_exist, load_json_file, record_image_id
+from mixkit.eval.reporting import format_table, write_outputs
 from mixkit.eval.retrieval import (
     RerankedRow,
     best_ranks,
@@ -40,16 +42,13 @@ from mixkit.eval.retrieval import (
     scatter_rows,
     sorted_columns,
 )
-from mixkit.eval.runner import DistContext, EvalInputError
+from mixkit.pipelines.common import batches
+from mixkit.utils.distributed import DistContext, gather, shard
+from mixkit.utils.versions import library_versions
 
 if TYPE_CHECKING:  # the model stack loads only when a run starts
-    from transformers import PreTrainedTokenizerBase
+    from mixkit.pipelines.blip2_retrieval import Blip2RetrievalPipeline
 
-    from mixkit.data.transforms import EvalImageTransform
-    from mixkit.models.blip2.stage1 import Blip2Stage1Model
-
-MAX_TEXT_LENGTH = 35  # LAVIS compute_sim_matrix tokenizes retrieval texts to 35 tokens
-DEFAULT_K_TEST = 128  # LAVIS blip2 ret_coco_eval.yaml and ret_flickr_eval.yaml
 TOP_SAVED = 10  # retrieved candidates written per query
 SCORE_ORDER = ("txt_r1", "txt_r5", "txt_r10", "txt_r_mean", "img_r1", "img_r5", "img_r10", "img_r_mean", "r_mean")
 
@@ -84,7 +83,7 @@ def parse_gallery(data: object, image_root: Path, source: str) -> Gallery:
     for index, record in enumerate(data):
         if not isinstance(record, dict) or not isinstance(record.get("image"), str):
             raise EvalInputError(f"{source}: record {index}: needs an 'image' path (a string)")
-        gallery.image_ids.append(image_id_of(record, index))
+        gallery.image_ids.append(record_image_id(record, index, source))
         gallery.image_paths.append(Path(image_root) / record["image"])
         first = len(gallery.texts)
         gallery.texts.extend(clean_caption(c) for c in _captions(record, index, source))
@@ -97,39 +96,6 @@ def parse_gallery(data: object, image_root: Path, source: str) -> Gallery:
 
 
 @dataclass
-class Stage1Checkpoint:
-    model: Blip2Stage1Model
-    tokenizer: PreTrainedTokenizerBase
-    transform: EvalImageTransform
-    device: torch.device
-
-
-def load_checkpoint(directory: Path, device: str | None) -> Stage1Checkpoint:
-    """A complete stage-1 folder, checked before anything heavy loads; every gap is an input error."""
-    from transformers import AutoTokenizer
-
-    from mixkit.apps.predictor import pick_device
-    from mixkit.data.transforms import EvalImageTransform, ImageProcessorConfig
-    from mixkit.models.blip2.stage1 import Blip2Stage1Model
-    from mixkit.models.hub import check_checkpoint_dir
-
-    try:
-        files = check_checkpoint_dir(directory)
-        if not files.tokenizer:
-            raise FileNotFoundError(f"{directory}: no tokenizer files (the Q-Former's BERT tokenizer)")
-        processor = ImageProcessorConfig.load(directory)
-        model = Blip2Stage1Model.from_pretrained(directory)
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))
-    except (FileNotFoundError, KeyError, ValueError) as error:
-        raise EvalInputError(f"--model {directory}: {error}") from None
-    if len(tokenizer) > model.config.qformer_config.vocab_size:
-        raise EvalInputError(f"--model {directory}: the tokenizer has {len(tokenizer)} tokens, the Q-Former "
-                             f"vocabulary {model.config.qformer_config.vocab_size}")
-    target = pick_device(device)
-    return Stage1Checkpoint(model.to(target).eval(), tokenizer, EvalImageTransform(processor), target)
-
-
-@dataclass
 class GalleryFeatures:
     image_embeds: torch.Tensor  # [images, patches, vision hidden] on the CPU, for ITM
     sims: torch.Tensor  # [images, texts] ITC: best-query cosine, no temperature (as LAVIS ranks)
@@ -137,39 +103,30 @@ class GalleryFeatures:
     attention_mask: torch.Tensor
 
 
-@torch.no_grad()
-def encode_gallery(ckpt: Stage1Checkpoint, gallery: Gallery, batch_size: int) -> GalleryFeatures:
-    from mixkit.data.transforms import load_image
-
-    tokens = ckpt.tokenizer(gallery.texts, padding="longest", truncation=True, max_length=MAX_TEXT_LENGTH,
-                            padding_side="right", return_tensors="pt")
+def encode_gallery(pipeline: Blip2RetrievalPipeline, gallery: Gallery, batch_size: int) -> GalleryFeatures:
+    tokens = pipeline.tokenize(gallery.texts)
     text_feats = torch.cat([
-        ckpt.model.text_features(tokens.input_ids[s : s + batch_size].to(ckpt.device),
-                                 tokens.attention_mask[s : s + batch_size].to(ckpt.device))
+        pipeline.text_features(tokens.input_ids[s : s + batch_size], tokens.attention_mask[s : s + batch_size])
         for s in range(0, len(gallery.texts), batch_size)
     ])
     embeds, sims = [], []
-    for batch in runner.chunks(gallery.image_paths, batch_size):
-        pixels = torch.stack([ckpt.transform(load_image(path)) for path in batch]).to(ckpt.device)
-        features = ckpt.model.encode_image_features(pixels)
+    for paths in batches(gallery.image_paths, batch_size):
+        features = pipeline.image_features(paths)
         embeds.append(features.image_embeds.cpu())  # the gallery's ViT outputs may not fit on the GPU
-        sims.append(ckpt.model.best_query_cosine(features.image_feats, text_feats).float().cpu())
+        sims.append(pipeline.itc_similarity(features.image_feats, text_feats).float().cpu())
     return GalleryFeatures(torch.cat(embeds), torch.cat(sims), tokens.input_ids, tokens.attention_mask)
 
 
 class ItmScorer:
     """ITM match logit (mean over query positions) of (image, text) pairs of the gallery: LAVIS `compute_itm`."""
 
-    def __init__(self, ckpt: Stage1Checkpoint, features: GalleryFeatures):
-        self.ckpt, self.features = ckpt, features
+    def __init__(self, pipeline: Blip2RetrievalPipeline, features: GalleryFeatures):
+        self.pipeline, self.features = pipeline, features
 
-    @torch.no_grad()
     def __call__(self, images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
-        device, f = self.ckpt.device, self.features
+        f = self.features
         images, texts = images.cpu(), texts.cpu()
-        logits = self.ckpt.model.itm_logits(f.image_embeds[images].to(device), f.input_ids[texts].to(device),
-                                            f.attention_mask[texts].to(device))
-        return logits[:, 1].float().cpu()
+        return self.pipeline.itm_logits(f.image_embeds[images], f.input_ids[texts], f.attention_mask[texts])
 
 
 # ---------------------------------------------------------------- re-rank over processes
@@ -183,13 +140,13 @@ def rerank_sharded(features: GalleryFeatures, k: int, itm: ItmScorer,
                    ctx: DistContext) -> tuple[torch.Tensor, torch.Tensor] | None:
     """This rank's share of the rows of both directions, gathered: (score_i2t, score_t2i) on rank 0."""
     num_images, num_texts = features.sims.shape
-    mine_i2t = runner.shard(range(num_images), ctx)
-    mine_t2i = runner.shard(range(num_texts), ctx)
+    mine_i2t = shard(range(num_images), ctx)
+    mine_t2i = shard(range(num_texts), ctx)
     records = [{"direction": "i2t", **asdict(row)}
                for row in rerank_image_rows(features.sims, _progress(mine_i2t, ctx, "itm i2t"), k, itm)]
     records += [{"direction": "t2i", **asdict(row)}
                 for row in rerank_text_rows(features.sims, _progress(mine_t2i, ctx, "itm t2i"), k, itm)]
-    gathered = runner.gather(records, ctx)  # floats travel as Python floats: the fp32 scores survive exactly
+    gathered = gather(records, ctx)  # floats travel as Python floats: the fp32 scores survive exactly
     if not ctx.is_main:
         return None
 
@@ -221,24 +178,26 @@ def result_file(gallery: Gallery, score_i2t: torch.Tensor, score_t2i: torch.Tens
     return {"images": images, "texts": texts}
 
 
-def build_metrics(args: argparse.Namespace, gallery: Gallery, scores: dict, itc_scores: dict,
-                  ckpt: Stage1Checkpoint, ctx: DistContext) -> dict:
+def build_metrics(config: RetrievalEvalConfig, gallery: Gallery, scores: dict, itc_scores: dict,
+                  pipeline: Blip2RetrievalPipeline, ctx: DistContext) -> dict:
+    from mixkit.pipelines.blip2_retrieval import MAX_TEXT_LENGTH
+
     num_images, num_texts = len(gallery.image_ids), len(gallery.texts)
     return {
         "task": "retrieval",
-        "split": args.split,
-        "model": str(args.model),
+        "split": config.split,
+        "model": str(Path(config.model)),
         "scores": scores,
         "itc_scores": itc_scores,
         "num_images": num_images,
         "num_texts": num_texts,
-        "k_test": args.k_test,
-        "k_used": {"i2t": min(args.k_test, num_texts), "t2i": min(args.k_test, num_images)},
+        "k_test": config.k_test,
+        "k_used": {"i2t": min(config.k_test, num_texts), "t2i": min(config.k_test, num_images)},
         "max_text_length": MAX_TEXT_LENGTH,
-        "image_size": ckpt.transform.config.image_size,
-        "batch_size": args.batch_size,
+        "image_size": pipeline.transform.config.image_size,
+        "batch_size": config.batch_size,
         "world_size": ctx.world_size,
-        "versions": runner.versions(),
+        "versions": library_versions(),
     }
 
 
@@ -246,59 +205,39 @@ def score_table(metrics: dict) -> str:
     rows: list[tuple[str, object]] = [("images", metrics["num_images"]), ("texts", metrics["num_texts"])]
     rows += [(name, metrics["scores"][name]) for name in SCORE_ORDER]
     rows.append(("r_mean (ITC only)", metrics["itc_scores"]["r_mean"]))
-    return runner.format_table(rows, f"Retrieval {metrics['split']}: {metrics['model']}")
+    return format_table(rows, f"Retrieval {metrics['split']}: {metrics['model']}")
 
 
-def check_arguments(args: argparse.Namespace) -> None:
-    for name in ("k_test", "batch_size"):
-        if getattr(args, name) < 1:
-            raise EvalInputError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(args, name)}")
-
-
-def evaluate(args: argparse.Namespace, ctx: DistContext) -> dict | None:
+def evaluate_retrieval(config: RetrievalEvalConfig, ctx: DistContext | None = None) -> dict | None:
     """The whole run; the metrics on rank 0, None on the other ranks."""
-    check_arguments(args)
-    gallery = parse_gallery(runner.load_json_file(args.records, "--records"), args.image_root, str(args.records))
-    runner.check_images_exist(gallery.image_paths)
-    ckpt = load_checkpoint(Path(args.model), ctx.device(args.device))
-    features = encode_gallery(ckpt, gallery, args.batch_size)
-    reranked = rerank_sharded(features, args.k_test, ItmScorer(ckpt, features), ctx)
+    from mixkit.pipelines.blip2_retrieval import Blip2RetrievalPipeline
+
+    ctx = ctx or DistContext()
+    check_config(config)
+    gallery = parse_gallery(load_json_file(config.records, "--records"), config.image_root, str(config.records))
+    check_images_exist(gallery.image_paths)
+    pipeline = load_model(lambda: Blip2RetrievalPipeline.from_pretrained(config.model, ctx.device(config.device)),
+                          config.model)
+    features = encode_gallery(pipeline, gallery, config.batch_size)
+    reranked = rerank_sharded(features, config.k_test, ItmScorer(pipeline, features), ctx)
     if reranked is None:
         return None
     score_i2t, score_t2i = reranked
     scores = recall_at_k(score_i2t, score_t2i, gallery.txt2img, gallery.img2txts)
     itc_scores = recall_at_k(features.sims, features.sims.t(), gallery.txt2img, gallery.img2txts)
-    output_dir = Path(args.output_dir)
-    runner.write_json(output_dir / f"{args.split}_retrieval_result.json", result_file(gallery, score_i2t, score_t2i))
-    metrics = build_metrics(args, gallery, scores, itc_scores, ckpt, ctx)
-    runner.write_json(output_dir / "metrics.json", metrics)
-    return metrics
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `mixkit eval retrieval`."""
-    parser.add_argument("--model", required=True, type=Path,
-                        help="stage-1 checkpoint folder (config, weights, Q-Former tokenizer, preprocessor config)")
-    parser.add_argument("--records", required=True, type=Path,
-                        help="Karpathy eval records JSON: [{'image', 'caption': [texts], 'image_id'?}]")
-    parser.add_argument("--image-root", required=True, type=Path, help="folder the records' image paths are under")
-    parser.add_argument("--output-dir", required=True, type=Path, help="where the result and metrics files go")
-    parser.add_argument("--k-test", type=int, default=DEFAULT_K_TEST,
-                        help=f"ITC candidates re-ranked by ITM per query (default {DEFAULT_K_TEST}, LAVIS's BLIP-2 "
-                             "COCO and Flickr30k setting)")
-    parser.add_argument("--split", default="test",
-                        help="names the result file {split}_retrieval_result.json (default test)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images or texts per encoder pass (default 32)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    metrics = build_metrics(config, gallery, scores, itc_scores, pipeline, ctx)
+    return write_outputs(config.output_dir, f"{config.split}_retrieval_result.json",
+                         result_file(gallery, score_i2t, score_t2i), metrics)
 
 
 def run(args: argparse.Namespace) -> int:
     """`mixkit eval retrieval`: metrics JSON on stdout (rank 0); errors as one line on stderr, exit code 2."""
-    return runner.run_evaluation("retrieval", evaluate, score_table, args, ())
+    return run_evaluation("retrieval", evaluate_retrieval, dataclass_from_args(RetrievalEvalConfig, args),
+                          score_table)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return runner.standalone_main("retrieval", add_arguments, run, __doc__.splitlines()[0], argv)
+    return standalone_main(RetrievalEvalConfig, run, "retrieval", __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ output. Output, in `--output-dir`:
 
 The metrics JSON also goes to stdout; logs, the progress bar and a short table to stderr.
 Run under `torchrun --nproc_per_node N -m mixkit.eval.vqa_eval ...` to shard over N processes.
+Library use: `evaluate_vqa(VqaEvalConfig(...))`.
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
-
-from mixkit.data.text import clean_question
 from mixkit.eval import result_files as rf
-from mixkit.eval import runner
-from mixkit.eval.runner import DistContext, EvalInputError
-from mixkit.eval.vqa_score import score_vqa
+from mixkit.eval.command import (check_config, dataclass_from_args, generation_settings, load_model, run_evaluation,
+                                 standalone_main)
+from mixkit.eval.config import VqaEvalConfig
+from mixkit.eval.inputs import EvalInputError, check_images_exist, load_json_file
+from mixkit.eval.reporting import format_table, run_metadata, write_outputs
+from mixkit.eval.sharding import RunOptions, run_sharded
+from mixkit.eval.vqa_score import score_validated_vqa
+from mixkit.models.settings import GenerationSettings
+from mixkit.utils.distributed import DistContext
 
-COCO_IMAGE_PATTERN = "val2014/COCO_val2014_{image_id:012d}.jpg"
 PROMPTS_LOGGED = 3
 
 
@@ -61,66 +64,54 @@ def unanswered(unit: ImageQuestions, done: set[Hashable]) -> ImageQuestions:
 
 
 class VqaBatch:
-    """Answers a batch of images' questions: encode the images once, then generate per question chunk."""
+    """Answers a batch of images' questions through the pipeline: each image encoded once."""
 
-    def __init__(self, predictor, settings, template: str, question_batch: int):
-        self.predictor, self.settings, self.template = predictor, settings, template
+    def __init__(self, pipeline, settings: GenerationSettings, template: str, question_batch: int):
+        self.pipeline, self.settings, self.template = pipeline, settings, template
         self.question_batch = question_batch
 
-    def prompt(self, question: str) -> str:
-        return self.template.format(clean_question(question))
-
-    @torch.no_grad()
     def __call__(self, units: Sequence[ImageQuestions]) -> list[dict]:
-        embeds = runner.encode_images(self.predictor, [unit.path for unit in units])
-        rows = [(row, qid, self.prompt(q)) for row, unit in enumerate(units) for qid, q in unit.questions]
-        records = []
-        for chunk in runner.chunks(rows, self.question_batch):
-            index = torch.tensor([row for row, _, _ in chunk], device=embeds.device)
-            answers = runner.generate_texts(
-                self.predictor, embeds.index_select(0, index), [p for _, _, p in chunk], self.settings
-            )
-            records += [{"question_id": qid, "answer": a} for (_, qid, _), a in zip(chunk, answers)]
-        return records
+        answers = self.pipeline.answer_grouped(
+            [unit.path for unit in units], [[q for _, q in unit.questions] for unit in units],
+            self.settings, question_batch=self.question_batch, prompt_template=self.template)
+        return [{"question_id": qid, "answer": answer}
+                for unit, unit_answers in zip(units, answers) for (qid, _), answer in zip(unit.questions, unit_answers)]
 
 
 @dataclass(frozen=True)
 class VqaInputs:
-    questions_json: dict
     questions: dict  # question_id -> record
-    annotations_json: dict | None
+    truth: dict | None  # question_id -> annotation, validated and matched to the questions
     units: list[ImageQuestions]
 
 
-def load_inputs(args: argparse.Namespace) -> VqaInputs:
-    """Everything checked before the model loads: files, records, image paths."""
-    questions_json = runner.load_json_file(args.questions, "--questions")
-    questions = rf.validate_vqa_questions(questions_json, str(args.questions))
-    annotations_json = None
-    if args.annotations is not None:
-        annotations_json = runner.load_json_file(args.annotations, "--annotations")
-        truth = rf.validate_vqa_annotations(annotations_json, str(args.annotations))
-        rf.check_questions_match(questions, truth, str(args.questions))
-    units = group_by_image(questions, args.image_root, args.image_pattern)
-    runner.check_images_exist([unit.path for unit in units])
-    return VqaInputs(questions_json, questions, annotations_json, units)
+def load_inputs(config: VqaEvalConfig) -> VqaInputs:
+    """Everything checked once, before the model loads: files, records, image paths."""
+    questions = rf.validate_vqa_questions(load_json_file(config.questions, "--questions"), str(config.questions))
+    truth = None
+    if config.annotations is not None:
+        annotations = load_json_file(config.annotations, "--annotations")
+        truth = rf.validate_vqa_annotations(annotations, str(config.annotations))
+        rf.check_questions_match(questions, truth, str(config.questions))
+    units = group_by_image(questions, config.image_root, config.image_pattern)
+    check_images_exist([unit.path for unit in units])
+    return VqaInputs(questions, truth, units)
 
 
-def build_metrics(args, inputs: VqaInputs, results: list[dict], batch: VqaBatch, ctx: DistContext) -> dict:
-    scores = None
-    if inputs.annotations_json is not None:
-        scores = score_vqa(inputs.questions_json, inputs.annotations_json, results).to_json()
+def build_metrics(config: VqaEvalConfig, inputs: VqaInputs, results: list[dict], batch: VqaBatch,
+                  ctx: DistContext) -> dict:
+    scores = None if inputs.truth is None else score_validated_vqa(inputs.truth, results).to_json()
     first = list(inputs.questions.values())[:PROMPTS_LOGGED]
     return {
         "task": "vqa",
-        "split": args.split,
-        "model": args.model,
+        "split": config.split,
+        "model": config.model,
         "scores": scores,
         "num_questions": len(results),
         "num_images": len(inputs.units),
         "prompt_template": batch.template,
-        "prompts": [batch.prompt(record["question"]) for record in first],
-        **runner.run_metadata(args, ctx, batch.settings),
+        "prompts": [batch.pipeline.vqa_prompt(record["question"], batch.template) for record in first],
+        **run_metadata(batch.settings, config.batch_size, ctx),
     }
 
 
@@ -132,49 +123,39 @@ def score_table(metrics: dict) -> str:
     else:
         rows.append(("overall", scores["overall"]))
         rows += [(f"  {name}", value) for name, value in sorted(scores["perAnswerType"].items())]
-    return runner.format_table(rows, f"VQA {metrics['split']}: {metrics['model']}")
+    return format_table(rows, f"VQA {metrics['split']}: {metrics['model']}")
 
 
-def evaluate(args: argparse.Namespace, ctx: DistContext) -> dict | None:
+def evaluate_vqa(config: VqaEvalConfig, ctx: DistContext | None = None) -> dict | None:
     """The whole run; the metrics on rank 0, None on the other ranks."""
-    runner.check_positive(args)
-    inputs = load_inputs(args)
-    predictor = runner.load_predictor(args, ctx)
-    template = predictor.settings.vqa_prompt if args.prompt is None else args.prompt
+    from mixkit.pipelines.blip2 import Blip2Pipeline
+
+    ctx = ctx or DistContext()
+    check_config(config)
+    inputs = load_inputs(config)
+    pipeline = load_model(lambda: Blip2Pipeline.from_pretrained(config.model, ctx.device(config.device),
+                                                                config.fp32), config.model)
+    template = pipeline.settings.vqa_prompt if config.prompt is None else config.prompt
     if "{}" not in template:
         raise EvalInputError(f"--prompt {template!r}: a VQA prompt needs a {{}} for the question")
-    settings = runner.override_settings(predictor.settings.vqa, args)
-    batch = VqaBatch(predictor, settings, template, args.batch_size)
-    options = runner.RunOptions(args.output_dir, "question_id", args.batch_size, args.save_every, args.resume)
+    settings = generation_settings(config, pipeline.settings.vqa)
+    batch = VqaBatch(pipeline, settings, template, config.batch_size)
+    options = RunOptions(config.output_dir, "question_id", config.batch_size, config.save_every, config.resume)
     unit_ids = lambda unit: [qid for qid, _ in unit.questions]  # noqa: E731
-    results = runner.run_sharded(inputs.units, unit_ids, batch, options, ctx, restrict=unanswered)
+    results = run_sharded(inputs.units, unit_ids, batch, options, ctx, restrict=unanswered)
     if results is None:
         return None
-    runner.write_json(Path(args.output_dir) / f"{args.split}_vqa_result.json", results)
-    metrics = build_metrics(args, inputs, results, batch, ctx)
-    runner.write_json(Path(args.output_dir) / "metrics.json", metrics)
-    return metrics
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `mixkit eval vqa`."""
-    parser.add_argument("--questions", required=True, type=Path, help="official VQAv2 questions JSON")
-    parser.add_argument("--annotations", type=Path, default=None,
-                        help="official VQAv2 annotations JSON, for scoring (none for test-dev)")
-    parser.add_argument("--image-root", required=True, type=Path, help="folder the --image-pattern is relative to")
-    parser.add_argument("--image-pattern", default=COCO_IMAGE_PATTERN,
-                        help=f"image file of an image_id, a str.format pattern (default {COCO_IMAGE_PATTERN!r})")
-    parser.add_argument("--split", default="val", help="names the result file {split}_vqa_result.json (default val)")
-    runner.add_common_arguments(parser)
+    metrics = build_metrics(config, inputs, results, batch, ctx)
+    return write_outputs(config.output_dir, f"{config.split}_vqa_result.json", results, metrics)
 
 
 def run(args: argparse.Namespace) -> int:
     """`mixkit eval vqa`: metrics JSON on stdout (rank 0); errors as one line on stderr, exit code 2."""
-    return runner.run_evaluation("vqa", evaluate, score_table, args, ())
+    return run_evaluation("vqa", evaluate_vqa, dataclass_from_args(VqaEvalConfig, args), score_table)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return runner.standalone_main("vqa", add_arguments, run, __doc__.splitlines()[0], argv)
+    return standalone_main(VqaEvalConfig, run, "vqa", __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

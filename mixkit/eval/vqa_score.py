@@ -179,10 +179,16 @@ def _score_sources(
     asked = rf.validate_vqa_questions(questions, sources[0])
     truth = rf.validate_vqa_annotations(annotations, sources[1])
     rf.check_questions_match(asked, truth, sources[0])
-    predicted = rf.validate_vqa_results(results, sources[2])
-    ids, coverage = rf.match_ids(
-        predicted, list(truth), allow_partial=allow_partial, source=sources[2], id_name="question_id"
-    )
+    return score_validated_vqa(truth, results, allow_partial, sources[2])
+
+
+def score_validated_vqa(truth: dict[Hashable, dict], results: list, allow_partial: bool = False,
+                        source: str = "results") -> VqaScore:
+    """Score results against annotations already validated (`validate_vqa_annotations`, indexed by question id)
+    and matched to their questions: an evaluation checks its inputs before generating and not again here."""
+    predicted = rf.validate_vqa_results(results, source)
+    ids, coverage = rf.match_ids(predicted, list(truth), allow_partial=allow_partial, source=source,
+                                 id_name="question_id")
     return _score_ids(ids, truth, predicted, coverage, allow_partial)
 
 

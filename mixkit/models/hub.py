@@ -18,17 +18,11 @@ from pathlib import Path
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
-from mixkit.models.catalogue import (
-    CheckpointEntry,
-    UnknownCheckpointError,
-    get_checkpoint,
-)
+from mixkit.models.catalogue import UnknownCheckpointError, entries_for_hub_repo, get_checkpoint, list_checkpoints
+from mixkit.models.entry import CheckpointEntry
+from mixkit.models.layout import CONFIG_NAME, PICKLE_WEIGHTS, PROCESSOR_FILES, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+from mixkit.utils.environment import downloads_allowed, mixkit_home, offline_env
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
-PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 TOKENIZER_EXTRA_FILES = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 # One of these vocabularies must sit beside a tokenizer_config.json that has no
 # tokenizer.json: BPE (OPT), SentencePiece (T5), WordPiece (the Q-Former's BERT).
@@ -37,11 +31,11 @@ VOCAB_FILE_SETS = (("vocab.json", "merges.txt"), ("spiece.model",), ("vocab.txt"
 # What a download fetches: config, safetensors weights, tokenizer and processor
 # files. Never the *.bin pickles (mixkit does not unpickle) nor TF/Flax weights.
 HUB_ALLOW_PATTERNS = (
-    CONFIG_FILE,
+    CONFIG_NAME,
     "generation_config.json",
-    WEIGHTS_FILE,
+    WEIGHTS_NAME,
     "model-*.safetensors",
-    WEIGHTS_INDEX_FILE,
+    WEIGHTS_INDEX_NAME,
     "tokenizer.json",
     *TOKENIZER_EXTRA_FILES,
     "vocab.json",
@@ -50,9 +44,6 @@ HUB_ALLOW_PATTERNS = (
     "spiece.model",
     *PROCESSOR_FILES,
 )
-
-_TRUE_VALUES = {"1", "true", "yes", "on"}
-
 
 class CheckpointNotFoundError(FileNotFoundError):
     """No local copy of a checkpoint, and downloading it was not allowed."""
@@ -74,47 +65,9 @@ class CheckpointFiles:
     processor: Path | None
 
 
-def mixkit_home() -> Path:
-    """``$MIXKIT_HOME``, else ``~/.cache/mixkit``.
-
-    Read on every call rather than frozen at import, so a test or a CLI that sets
-    the variable after ``import mixkit`` is honoured.
-    """
-    return Path(os.environ.get("MIXKIT_HOME") or "~/.cache/mixkit").expanduser()
-
-
 def checkpoint_cache_dir(name: str) -> Path:
     """Where the named checkpoint's folder is expected: ``$MIXKIT_HOME/checkpoints/<name>``."""
     return mixkit_home() / "checkpoints" / name
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE_VALUES
-
-
-def _offline_env() -> str | None:
-    """The environment variable that forces offline mode, if one is set."""
-    for name in ("HF_HUB_OFFLINE", "MIXKIT_OFFLINE"):
-        if _env_flag(name):
-            return name
-    return None
-
-
-def downloads_allowed(offline: bool | None = None) -> bool:
-    """Whether resolution may download.
-
-    Off unless asked for (``offline=False`` or ``MIXKIT_ALLOW_DOWNLOAD=1``): these
-    checkpoints are 4-30 GB, and neither a silent download started by a ``predict``
-    call nor a connectivity probe that hangs on an air-gapped node is better than an
-    immediate error carrying the command to run. ``HF_HUB_OFFLINE``/``MIXKIT_OFFLINE``
-    win even over ``offline=False``: they are the operator's switch, and
-    huggingface_hub refuses to download under the first anyway.
-    """
-    if _offline_env() is not None:
-        return False
-    if offline is not None:
-        return not offline
-    return _env_flag("MIXKIT_ALLOW_DOWNLOAD")
 
 
 def _hub_download_command(repo: str, target: Path) -> str:
@@ -154,7 +107,7 @@ def _generic_fetch_hint(directory: Path) -> str:
 
 def _check_weights(directory: Path) -> tuple[tuple[Path, ...], Path | None, list[str]]:
     """(weight files, index or None, problems) for a folder."""
-    single, index = directory / WEIGHTS_FILE, directory / WEIGHTS_INDEX_FILE
+    single, index = directory / WEIGHTS_NAME, directory / WEIGHTS_INDEX_NAME
     if single.is_file():
         return (single,), None, []
     if index.is_file():
@@ -212,7 +165,7 @@ def check_checkpoint_dir(path: str | Path, entry: CheckpointEntry | None = None)
     directory = Path(path).expanduser()
     if not directory.is_dir():
         raise CheckpointNotFoundError(f"checkpoint folder {directory} does not exist")
-    config = directory / CONFIG_FILE
+    config = directory / CONFIG_NAME
     problems = [] if config.is_file() else [f"{config}: missing (the model config)"]
     weights, index, weight_problems = _check_weights(directory)
     tokenizer, tokenizer_problems = _check_tokenizer(directory)
@@ -242,7 +195,7 @@ def _not_found_message(entry: CheckpointEntry, target: Path, offline: bool | Non
     looked = [f"  {target} (missing)"]
     if entry.hf_repo is not None:
         looked.append(f"  the Hugging Face cache for {entry.hf_repo} (missing)")
-    forced = _offline_env()
+    forced = offline_env()
     if forced is not None:
         why = f"Downloads are off: {forced} is set."
     elif offline:
@@ -300,3 +253,24 @@ def resolve_checkpoint(name_or_dir: str, *, offline: bool | None = None) -> Path
             ) from None
         raise
     return _resolve_entry(entry, offline)
+
+
+def _hub_repo_of_cache_path(directory: Path) -> str | None:
+    """`org/name` for a folder inside the Hugging Face cache (`.../models--org--name/snapshots/<rev>`)."""
+    for part in directory.parts:
+        if part.startswith("models--"):
+            return part.removeprefix("models--").replace("--", "/", 1)
+    return None
+
+
+def identify_checkpoint(directory: str | Path) -> CheckpointEntry | None:
+    """The catalogue entry a checkpoint folder holds, when its location says so: the folder a name resolves
+    to (`$MIXKIT_HOME/checkpoints/<name>`, where `hf download --local-dir` puts it) or the Hugging Face cache
+    snapshot of an entry's Hub repository. None for any other folder (its own files then decide)."""
+    directory = Path(directory).expanduser().resolve()
+    for entry in list_checkpoints():
+        if checkpoint_cache_dir(entry.name).expanduser().resolve() == directory:
+            return entry
+    repo = _hub_repo_of_cache_path(directory)
+    matches = entries_for_hub_repo(repo) if repo is not None else []
+    return matches[0] if matches else None  # names sharing a repo share its weights and settings

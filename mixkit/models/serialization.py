@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-WEIGHTS_NAME = "model.safetensors"
-WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+from mixkit.models.layout import WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -97,3 +97,14 @@ def load_weights_strict(
             f"unexpected {len(unexpected)} [{_listing(unexpected)}]"
         )
     model.load_state_dict(state, strict=False)
+
+
+def take_matching_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> set[str]:
+    """Load every tensor of `state` that `model` has under the same name and shape; return those names.
+
+    For carrying weights between related models (the stage-1 Q-Former into stage 2), where some keys are
+    meant not to fit: the caller decides which leftovers or gaps are errors."""
+    own = model.state_dict()
+    taken = {name: value for name, value in state.items() if name in own and own[name].shape == value.shape}
+    model.load_state_dict(taken, strict=False)
+    return set(taken)

@@ -41,6 +41,10 @@ class DataArguments:
     data_files: list[str] | None = field(default=None, metadata={
         "help": "annotation file(s) in the COCO-Karpathy format (default: the standard set's files)"})
     image_root: str | None = field(default=None, metadata={"help": "folder the records' image paths are under"})
+    train_shards: str | None = field(default=None, metadata={
+        "help": "train on tar shards instead of dataset_name/data_files: a folder or shards.json written by "
+                "`mixkit data shards`, or a WebDataset brace pattern such as 'DIR/shard-{000000..000009}.tar' "
+                "(counts from a shards.json beside the tars, else read once)"})
     image_size: int = field(default=224, metadata={"help": "training image size (224; 364 for caption fine-tuning)"})
     prompt: str = field(default="", metadata={
         "help": "text put before every training caption (caption fine-tuning: 'a photo of ')"})

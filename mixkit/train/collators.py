@@ -2,7 +2,7 @@
 
 Each collator returns a plain dict whose keys are the fields of the task's batch dataclass (`Stage1Batch`,
 `Stage2Batch`), so `transformers.Trainer` can move it to the device and
-`mixkit.data.datasets.collate_skipping_none` can add its bookkeeping keys; `to_batch` turns it into the
+`mixkit.data.bad_images.collate_skipping_none` can add its bookkeeping keys; `to_batch` turns it into the
 dataclass and drops those extra keys. The padding side is passed per call; no tokenizer is modified.
 """
 
@@ -16,8 +16,7 @@ from typing import Any, TypeVar
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from mixkit.train.stage1_task import Stage1Batch
-from mixkit.train.stage2_task import IGNORE_INDEX, Stage2Batch
+from mixkit.train.stage2_task import IGNORE_INDEX
 
 BatchT = TypeVar("BatchT")
 Sample = Mapping[str, Any]

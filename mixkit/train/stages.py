@@ -18,12 +18,16 @@ from typing import Any
 from torch.utils.data import Dataset
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from mixkit.apps.predictor import PredictionSettings
-from mixkit.data.datasets import SkipBadImages, collate_skipping_none, load_dataset
-from mixkit.data.transforms import ImageProcessorConfig
+from mixkit.data.bad_images import SkipBadImages, collate_skipping_none
+from mixkit.data.loading import load_dataset
+from mixkit.data.shards import ShardedCaptionDataset, ShardStreamConfig, resolve_shards
+from mixkit.data.transforms import ImageProcessorConfig, TrainImageTransform
 from mixkit.models.blip2.modeling import Blip2Base, Blip2Model, read_weights_with_base
+from mixkit.models.blip2.reference import reference_settings
+from mixkit.models.settings import PredictionSettings
 from mixkit.models.blip2.stage1 import Blip2Stage1Model
 from mixkit.models.hub import resolve_checkpoint
+from mixkit.models.serialization import take_matching_weights
 from mixkit.train.arguments import DataArguments, ModelArguments
 from mixkit.train.collators import Stage1Collator, Stage2Collator
 from mixkit.train.stage1_task import Stage1Batch, Stage1Task
@@ -47,10 +51,8 @@ def load_extra_weights(model: Blip2Base, path: str) -> int:
     """Take every weight of `path` that the model has with the same shape (stage-1 Q-Former -> stage 2),
     log what was taken and what was left, and return the count."""
     source = read_weights_with_base(resolve_checkpoint(path))
-    own = model.state_dict()
-    taken = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(taken, strict=False)
-    left = sorted(set(source) - set(taken))
+    taken = take_matching_weights(model, source)
+    left = sorted(set(source) - taken)
     logger.info("loaded %d tensors from %s; %d not used by this model (e.g. %s)", len(taken), path, len(left),
                 ", ".join(left[:5]) or "none")
     if not taken:
@@ -79,7 +81,26 @@ def _save_extras(tokenizer: PreTrainedTokenizerBase, image_size: int, settings: 
         settings.save(directory)
 
 
+def _shard_dataset(data: DataArguments, seed: int) -> ShardedCaptionDataset:
+    """The --train_shards stream, configured as `_dataset` configures the annotation-file dataset."""
+    index = resolve_shards(data.train_shards)
+    if index.kind != "caption_train":
+        raise ValueError(f"--train_shards {data.train_shards}: {index.kind} shards; training reads caption_train "
+                         "shards (mixkit data shards --kind caption_train)")
+    # DDP needs the same number of equal batches on every rank; shard_loader (called by
+    # Blip2Trainer.get_train_dataloader) sets the batch size.
+    stream = ShardStreamConfig(shuffle=True, seed=seed, skip_bad_images=True, even_batches=True)
+    transform = TrainImageTransform(ImageProcessorConfig(image_size=data.image_size))
+    dataset = ShardedCaptionDataset(index, transform, stream)
+    dataset.seed_augmentation(seed)
+    logger.info("training on %d samples in %d shards from %s (dataset_name and data_files not used)",
+                index.num_samples, len(index.shards), data.train_shards)
+    return dataset
+
+
 def _dataset(data: DataArguments, seed: int) -> Dataset:
+    if data.train_shards:
+        return _shard_dataset(data, seed)
     dataset = load_dataset(data.dataset_name, data_files=data.data_files, split="train",
                            image_root=data.image_root, task="caption", image_size=data.image_size)
     dataset.check_image_files()  # a missing file stops the run before training; a corrupt one is skipped later
@@ -113,8 +134,7 @@ def build_stage(stage: str, model_args: ModelArguments, data: DataArguments, see
         collator = Stage2Collator(tokenizer, encoder_decoder=model.is_encoder_decoder, prompt=data.prompt,
                                   max_text_length=data.max_text_length)
         batch_type = Stage2Batch
-        settings = PredictionSettings.family_defaults(model.is_encoder_decoder)
-        settings = PredictionSettings(data.prompt.strip(), settings.vqa_prompt, settings.caption, settings.vqa)
+        settings = reference_settings(model.is_encoder_decoder, prompt=data.prompt.strip())
     log_memory_estimate(stage, model)
     return StageParts(
         model=model,

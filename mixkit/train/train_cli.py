@@ -135,7 +135,7 @@ def summary_table(stage: str, result: Any, skipped: str, output_dir: str, second
 
 def train(stage: str, model_args: ModelArguments, data_args: DataArguments,
           train_args: Blip2TrainingArguments) -> Any:
-    from mixkit.data.datasets import BadImageBudget
+    from mixkit.data.bad_images import BadImageBudget
     from mixkit.train.stages import build_stage
     from mixkit.train.trainer import Blip2Trainer
 
@@ -160,7 +160,7 @@ def train(stage: str, model_args: ModelArguments, data_args: DataArguments,
     if trainer.is_world_process_zero():
         print(summary_table(stage, result, trainer.bad_images.summary(), train_args.output_dir,
                             time.perf_counter() - start, parallelism(trainer)), file=sys.stderr)
-    from mixkit.distributed import shutdown_process_group
+    from mixkit.utils.distributed import shutdown_process_group
 
     shutdown_process_group()  # a clean exit for every torchrun process
     return result
@@ -172,7 +172,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, rest: Sequence[str] = ()) -> int:
-    from mixkit.data.datasets import DatasetNotFoundError, TooManyBadImagesError
+    from mixkit.data.bad_images import TooManyBadImagesError
+    from mixkit.data.download import DatasetNotFoundError
     from mixkit.data.validation import AnnotationError
 
     if any(word in ("-h", "--help") for word in rest):

@@ -5,6 +5,8 @@ What the subclass changes, and why:
   step's update (zero gradient) and logs the batch's image ids instead of poisoning the weights.
 - the schedule is linear warm-up then cosine down to `eta_min` (PaddleMIX/LAVIS), the optimizer AdamW with no
   decay on biases, norms and 1-D parameters (LAVIS's rule), over trainable parameters only;
+- a sharded stream (`--train_shards`) splits itself by rank and worker, so it gets a plain per-rank DataLoader
+  instead of accelerate's (see `get_train_dataloader`);
 - checkpoints hold the trainable weights and name their base model, and get a completion marker written last,
   so a crash mid-save never leaves a checkpoint that looks complete (`last_complete_checkpoint`).
 """
@@ -23,10 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
-from mixkit import library_versions
-from mixkit.data.datasets import BadImageBudget
+from mixkit.utils.versions import library_versions
+from mixkit.data.bad_images import BadImageBudget
+from mixkit.data.shards.stream import ShardedRecords, shard_loader
 from mixkit.models.blip2.modeling import Blip2Base
 from mixkit.models.serialization import load_weights_strict, read_weights
 
@@ -113,6 +117,21 @@ class Blip2Trainer(Trainer):
                 f"started as {launched} processes but the Trainer runs {self.args.world_size} (no process group it "
                 "can use): each process would train alone on all the data; on CPU pass --use_cpu true (gloo)")
         self._last_log = (time.perf_counter(), 0)
+
+    def get_train_dataloader(self) -> DataLoader:
+        """accelerate treats an `IterableDataset` as one stream for all processes (rank 0 reads every batch and
+        dispatches slices, or every rank reads everything and keeps its part). A sharded dataset already reads
+        only this rank's shards, so it gets a plain per-rank loader; the Trainer still moves batches to the
+        device, computes steps from `len(loader)` (the same on every rank), and on resume skips the batches
+        already trained on in the current epoch, which the stream repeats exactly."""
+        if not isinstance(self.train_dataset, ShardedRecords):
+            return super().get_train_dataloader()
+        args = self.args
+        # `dataloader_drop_last` goes to the dataset: the Trainer applies it only to map-style datasets.
+        return shard_loader(self.train_dataset, self._train_batch_size, self.data_collator,
+                            drop_last=args.dataloader_drop_last, num_workers=args.dataloader_num_workers,
+                            pin_memory=args.dataloader_pin_memory, prefetch_factor=args.dataloader_prefetch_factor,
+                            persistent_workers=args.dataloader_persistent_workers)
 
     # ---------------------------------------------------------------- loss
 

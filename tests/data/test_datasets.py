@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -14,24 +16,18 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from mixkit.data import datasets as ds
-from mixkit.data.datasets import (
+from mixkit.data import download
+from mixkit.data.bad_images import (
     BadImageBudget,
-    CaptionDataset,
-    CaptionEvalDataset,
-    DatasetNotFoundError,
     SkipBadImages,
     SkippedSample,
-    StringColumn,
-    StringListColumn,
     TooManyBadImagesError,
-    VqaDataset,
-    VqaEvalDataset,
-    answer_weights,
     collate_skipping_none,
-    download_file,
-    load_dataset,
 )
+from mixkit.data.columns import StringColumn, StringListColumn
+from mixkit.data.datasets import CaptionDataset, CaptionEvalDataset, VqaDataset, VqaEvalDataset
+from mixkit.data.download import DatasetNotFoundError, download_file
+from mixkit.data.loading import load_dataset
 from mixkit.data.shapes import ShapesConfig, ShapesPaths, write_shapes_dataset
 from mixkit.data.sources import SOURCES, get_source
 from mixkit.data.validation import AnnotationError
@@ -55,7 +51,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def no_network(url: str) -> None:
         raise AssertionError(f"test tried to download {url}")
 
-    monkeypatch.setattr(ds, "_open_url", no_network)
+    monkeypatch.setattr(download, "_open_url", no_network)
     return tmp_path / "home"
 
 
@@ -121,13 +117,7 @@ def test_shapes_config_generates_once_into_cache(home: Path) -> None:
     assert (root / "annotations" / "caption_val.json").stat().st_mtime_ns == stamp
 
 
-# ------------------------------------------------------------------- custom + weights
-
-
-def test_answer_weights_count_over_total() -> None:
-    answers, weights = answer_weights(["a", "a", "b"])
-    assert answers == ["a", "b"]
-    assert weights == pytest.approx([2 / 3, 1 / 3])
+# ----------------------------------------------------------------------------- custom
 
 
 def test_custom_vqa_json_lines(tmp_path: Path, shapes: ShapesPaths) -> None:
@@ -140,6 +130,18 @@ def test_custom_vqa_json_lines(tmp_path: Path, shapes: ShapesPaths) -> None:
     sample = data[0]
     assert sample["text_input"] == "what color?"
     assert sample["answers"] == ["a", "b"] and sample["weights"] == pytest.approx([2 / 3, 1 / 3])
+
+
+def test_caption_eval_ids_follow_the_lavis_rule(tmp_path: Path) -> None:
+    path = tmp_path / "test.json"
+    records = [{"caption": ["a"], "image": "val2014/COCO_val2014_000000391895.jpg"},
+               {"caption": ["b"], "image": "x.jpg", "image_id": "17"}]
+    path.write_text(json.dumps(records))
+    data = load_dataset("custom_caption", path, split="test", image_size=SIZE)
+    assert data.image_ids.tolist() == [391895, 17]
+    path.write_text(json.dumps(records + [{"caption": ["c"], "image": "photos/cat.jpg"}]))
+    with pytest.raises(ValueError, match="record 2: no integer image_id, and 'photos/cat.jpg' does not end in"):
+        load_dataset("custom_caption", path, split="test", image_size=SIZE)
 
 
 def test_load_rejects_bad_records_naming_file_record_field(tmp_path: Path) -> None:
@@ -156,6 +158,16 @@ def test_unknown_names() -> None:
         get_source("coco_captoin")
     with pytest.raises(ValueError, match="coco_caption is a caption dataset, not vqa"):
         load_dataset("coco_caption", task="vqa")
+
+
+def test_load_dataset_is_exported_lazily() -> None:
+    from mixkit.data import load_dataset as exported
+
+    assert exported is load_dataset
+    # `import mixkit.data.text` runs mixkit/data/__init__.py: it must not pull in the datasets (or torch).
+    code = "import sys, mixkit.data.text; print(sorted(m for m in sys.modules if m.startswith(('mixkit.', 'torch'))))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "['mixkit.data', 'mixkit.data.text']"
 
 
 # -------------------------------------------------------------------- compact storage
@@ -317,7 +329,7 @@ def test_allowed_download_fetches_verifies_and_extracts(home: Path, monkeypatch:
         first_zip.url: _zip_with("VG_100K", Image.new("RGB", (40, 40), (200, 0, 0))),
         second_zip.url: _zip_with("VG_100K_2", Image.new("RGB", (40, 40), (0, 0, 200))),
     })
-    monkeypatch.setattr(ds, "_open_url", server)
+    monkeypatch.setattr(download, "_open_url", server)
     monkeypatch.setenv("MIXKIT_ALLOW_DOWNLOAD", "1")
     data = load_dataset("vg_caption", image_size=SIZE)
     assert len(server.requests) == 3 and len(data) == 2
@@ -331,7 +343,7 @@ def test_allowed_download_fetches_verifies_and_extracts(home: Path, monkeypatch:
 def test_download_file_checks_md5_and_leaves_nothing_behind(home: Path, monkeypatch: pytest.MonkeyPatch,
                                                             tmp_path: Path) -> None:
     payload = b"annotation bytes"
-    monkeypatch.setattr(ds, "_open_url", _FakeServer({"https://x/a.json": payload}))
+    monkeypatch.setattr(download, "_open_url", _FakeServer({"https://x/a.json": payload}))
     dest = tmp_path / "out" / "a.json"
     with pytest.raises(OSError, match="md5 mismatch"):
         download_file("https://x/a.json", dest, md5="0" * 32, progress=False)

@@ -15,7 +15,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from mixkit.data import shards as sh
-from mixkit.data.datasets import SkippedSample, collate_samples, load_dataset
+from mixkit.data.shards import index as shard_index
+from mixkit.data.shards import writer as shard_writer
+from mixkit.data.bad_images import SkippedSample, collate_samples
+from mixkit.data.loading import load_dataset
 from mixkit.data.shapes import ShapesConfig, ShapesPaths, write_shapes_dataset
 from mixkit.data.shards import (ShardedCaptionDataset, ShardedVqaDataset, ShardIndex, ShardStreamConfig,
                                 assign_shards, iter_tar_samples, write_shards)
@@ -197,12 +200,14 @@ def test_shuffling_is_seeded_and_changes_with_epoch(caption_shards: sh.ShardsRep
     assert order(0, 0) != order(0, 1) and sorted(order(0, 0)) == sorted(order(0, 1))
 
 
-@pytest.mark.parametrize("num_shards,world,workers", [(3, 2, 2), (7, 3, 2), (1, 2, 2), (10, 1, 4)])
-def test_assign_shards_deals_every_shard_once(num_shards: int, world: int, workers: int) -> None:
-    dealt = [i for rank in range(world) for worker in range(workers)
-             for i in assign_shards(num_shards, rank=rank, world_size=world, worker=worker,
-                                    num_workers=workers, shuffle=True, seed=1, epoch=2)]
-    assert sorted(dealt) == list(range(num_shards))
+@pytest.mark.parametrize("num_shards,world", [(3, 2), (7, 3), (1, 2), (10, 1)])
+def test_assign_shards_deals_every_shard_once_and_keeps_them_per_rank(num_shards: int, world: int) -> None:
+    def dealt(epoch: int) -> list[list[int]]:
+        return [assign_shards(num_shards, rank=rank, world_size=world, shuffle=True, seed=1, epoch=epoch)
+                for rank in range(world)]
+
+    assert sorted(i for shards in dealt(2) for i in shards) == list(range(num_shards))
+    assert [sorted(shards) for shards in dealt(2)] == [sorted(shards) for shards in dealt(3)]
 
 
 def test_stream_config_is_checked() -> None:
@@ -221,7 +226,7 @@ def test_undecodable_shard_image_raises_or_is_skipped(tmp_path: Path) -> None:
             tar.addfile(info, io.BytesIO(data))
     shard = {"name": "shard-000000.tar", "num_images": 1, "num_samples": 1, "num_bytes": 0}
     (tmp_path / sh.INDEX_NAME).write_text(json.dumps(
-        {"format": sh.INDEX_FORMAT, "version": sh.INDEX_VERSION, "kind": "caption_train", "shards": [shard]}))
+        {"format": shard_index.INDEX_FORMAT, "version": shard_index.INDEX_VERSION, "kind": "caption_train", "shards": [shard]}))
     with pytest.raises(ImageLoadError, match="000000000.jpg"):
         read_all(ShardedCaptionDataset(tmp_path, TRANSFORM))
     skipped = read_all(ShardedCaptionDataset(tmp_path, TRANSFORM, ShardStreamConfig(skip_bad_images=True)))
@@ -241,10 +246,10 @@ def test_webdataset_reads_the_shards(caption_shards: sh.ShardsReport) -> None:
 
 def test_cli_writes_shards(shapes: ShapesPaths, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
-    sh.add_arguments(parser)
+    shard_writer.add_arguments(parser)
     argv = ["--kind", "vqa_train", "--annotations", str(shapes.vqa_train), "--image-root", str(shapes.root),
             "--output", str(tmp_path), "--samples-per-shard", "4"]
-    assert sh.run(parser.parse_args(argv)) == 0
+    assert shard_writer.run(parser.parse_args(argv)) == 0
     assert "3 shards, 12 images" in capsys.readouterr().out
-    assert sh.run(parser.parse_args(argv)) == 2  # the index exists and --overwrite was not given
+    assert shard_writer.run(parser.parse_args(argv)) == 2  # the index exists and --overwrite was not given
     assert "--overwrite" in capsys.readouterr().out

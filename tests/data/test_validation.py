@@ -44,15 +44,21 @@ def test_shapes_files_pass_every_kind(shapes: ShapesPaths) -> None:
 def test_malformed_json_names_file_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
     path.write_text('[\n  {"caption": "a cat", "image": "x.jpg"},\n  {"caption": "a dog" "image": "y.jpg"}\n]')
-    with pytest.raises(AnnotationError, match=rf"{path}:3:\d+: invalid JSON"):
+    with pytest.raises(AnnotationError, match=rf"{path}: not valid JSON \(line 3, column \d+"):
         validate_annotations(path, "caption_train", check_images=False)
 
 
 def test_malformed_json_lines_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"caption": "a", "image": "x.jpg"}\n\n{"caption": oops}\n')
-    with pytest.raises(AnnotationError, match=rf"{path}:3:\d+: invalid JSON"):
+    with pytest.raises(AnnotationError, match=rf"{path}: not valid JSON \(line 3, column \d+"):
         read_records(path)
+
+
+@pytest.mark.parametrize("name", ["gone.json", "gone.jsonl"])
+def test_missing_file_is_an_annotation_error(tmp_path: Path, name: str) -> None:
+    with pytest.raises(AnnotationError, match=rf"{tmp_path / name}: file not found"):
+        read_records(tmp_path / name)
 
 
 def test_json_lines_records_are_read(tmp_path: Path) -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from mixkit.apps.tiny import build_tiny_predictor
+from mixkit.testing import build_tiny_predictor
 from mixkit.data.shapes import ShapesConfig, ShapesPaths, write_shapes_dataset
 from mixkit.eval import caption_eval
-from mixkit.eval.runner import EvalInputError
-from mixkit.models.catalogue import T5_CAPTION
+from mixkit.eval.inputs import EvalInputError
+from mixkit.models.blip2.reference import T5_CAPTION
 
 FAST = ["--max-new-tokens", "8", "--min-new-tokens", "2", "--num-beams", "2"]
 

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import torch.multiprocessing as mp
 
-from mixkit.eval import runner
+from mixkit.eval import sharding
+from mixkit.utils import distributed
+from mixkit.utils.io import write_json
 
 # The model stack is imported inside the tests that need it: spawned workers re-import this
 # module, and each would otherwise spend seconds importing `transformers` for nothing.
@@ -22,18 +24,18 @@ PATTERN = "images/val/shapes_val_{image_id:06d}.jpg"
 
 def test_merge_keeps_one_record_per_id_sorted():
     records = [{"image_id": 3, "caption": "c"}, {"image_id": 1, "caption": "a"}, {"image_id": 3, "caption": "x"}]
-    assert runner.merge_records(records, "image_id") == [{"image_id": 1, "caption": "a"},
+    assert sharding.merge_records(records, "image_id") == [{"image_id": 1, "caption": "a"},
                                                          {"image_id": 3, "caption": "c"}]
 
 
 def test_shards_cover_every_item_once():
     items = list(range(7))
-    shards = [runner.shard(items, runner.DistContext(rank, 3)) for rank in range(3)]
+    shards = [distributed.shard(items, distributed.DistContext(rank, 3)) for rank in range(3)]
     assert sorted(sum(shards, [])) == items and shards[2] == [2, 5]
 
 
 def test_partial_writer_flushes_every_n_batches_and_reader_skips_torn_lines(tmp_path):
-    writer = runner.PartialWriter(tmp_path, rank=1, every=2)
+    writer = sharding.PartialWriter(tmp_path, rank=1, every=2)
     writer.add([{"question_id": 1}])
     assert not writer.path.exists()  # not yet: one batch of two
     writer.add([{"question_id": 2}])
@@ -41,7 +43,7 @@ def test_partial_writer_flushes_every_n_batches_and_reader_skips_torn_lines(tmp_
     writer.flush()
     with writer.path.open("a") as handle:
         handle.write('{"question_id": 4')  # a process killed mid-line
-    assert [r["question_id"] for r in runner.read_partial(tmp_path, "question_id")] == [1, 2, 3]
+    assert [r["question_id"] for r in sharding.read_partial(tmp_path, "question_id")] == [1, 2, 3]
 
 
 def _free_port() -> int:
@@ -53,13 +55,13 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    ctx = runner.init_distributed()
-    options = runner.RunOptions(Path(out), "image_id", batch_size=1)
+    ctx = distributed.init_distributed()
+    options = sharding.RunOptions(Path(out), "image_id", batch_size=1)
     process = lambda batch: [{"image_id": unit, "caption": f"rank{rank}"} for unit in batch]  # noqa: E731
-    merged = runner.run_sharded([5], lambda unit: [unit], process, options, ctx)
+    merged = sharding.run_sharded([5], lambda unit: [unit], process, options, ctx)
     if ctx.is_main:
-        runner.write_json(Path(out) / "merged.json", merged)
-    runner.close_distributed(ctx)
+        write_json(Path(out) / "merged.json", merged)
+    distributed.close_distributed(ctx)
 
 
 def test_a_rank_with_an_empty_shard_does_not_hang(tmp_path):
@@ -70,7 +72,7 @@ def test_a_rank_with_an_empty_shard_does_not_hang(tmp_path):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> tuple[Path, Path]:
-    from mixkit.apps.tiny import build_tiny_predictor
+    from mixkit.testing import build_tiny_predictor
     from mixkit.data.shapes import ShapesConfig, write_shapes_dataset
 
     checkpoint = tmp_path_factory.mktemp("tiny-opt")

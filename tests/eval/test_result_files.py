@@ -21,7 +21,7 @@ def test_not_json(tmp_path) -> None:
     path.write_text('[{"question_id": 1,')
     message = expect_error("not valid JSON", rf.load_json, path)
     assert message.startswith(str(path))
-    expect_error("cannot read", rf.load_json, tmp_path / "missing.json")
+    expect_error("file not found", rf.load_json, tmp_path / "missing.json")
 
 
 @pytest.mark.parametrize(

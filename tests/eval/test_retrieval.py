@@ -10,7 +10,7 @@ import torch
 
 from mixkit.eval import retrieval as rt
 from mixkit.eval import retrieval_eval
-from mixkit.eval.runner import DistContext, shard
+from mixkit.utils.distributed import DistContext, shard
 
 KEYS = {"txt_r1", "txt_r5", "txt_r10", "txt_r_mean", "img_r1", "img_r5", "img_r10", "img_r_mean", "r_mean",
         "agg_metrics"}
@@ -82,7 +82,7 @@ def test_inconsistent_index_is_refused():
 
 @pytest.fixture(scope="module")
 def tiny_gallery():
-    from mixkit.apps.tiny import randomize_
+    from mixkit.testing import randomize_
     from mixkit.models.blip2.stage1 import Blip2Stage1Model
     from mixkit.models.blip2.tiny import tiny_blip2_config
 
@@ -148,7 +148,7 @@ def test_sharded_rows_gathered_equal_one_process(tiny_gallery):
 
 @pytest.fixture(scope="module")
 def checkpoint_and_shapes(tmp_path_factory) -> tuple[Path, Path, Path]:
-    from mixkit.apps.tiny import randomize_
+    from mixkit.testing import randomize_
     from mixkit.data.shapes import ShapesConfig, ShapesPaths, write_shapes_dataset
     from mixkit.data.tokenizers import train_bert_tokenizer
     from mixkit.data.transforms import ImageProcessorConfig

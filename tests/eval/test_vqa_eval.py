@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from mixkit.apps.predictor import Blip2Predictor
-from mixkit.apps.tiny import build_tiny_predictor
+from mixkit.pipelines.blip2 import Blip2Pipeline
+from mixkit.testing import build_tiny_predictor
 from mixkit.data.shapes import ShapesConfig, ShapesPaths, write_shapes_dataset
 from mixkit.data.transforms import load_image
 from mixkit.eval import vqa_eval
+from mixkit.eval.config import VqaEvalConfig
+from mixkit.utils.typed_args import parse_config
 from mixkit.models.blip2.modeling import Blip2Model
-from mixkit.models.catalogue import OPT_VQA
+from mixkit.models.blip2.reference import OPT_VQA
 
 PATTERN = "images/val/shapes_val_{image_id:06d}.jpg"
 FAST = ["--max-new-tokens", "3", "--num-beams", "2"]  # keeps the runs that do not check defaults quick
@@ -88,18 +89,18 @@ def test_cached_image_embeddings_give_the_predictors_answers(checkpoint, shapes,
     out = tmp_path / "out"
     assert vqa_eval.main(vqa_argv(checkpoint, shapes, out, "--batch-size", "1", *FAST)) == 0
     answers = {r["question_id"]: r["answer"] for r in json.loads((out / "val_vqa_result.json").read_text())}
-    predictor = Blip2Predictor.from_pretrained(str(checkpoint))
-    settings = vqa_eval.runner.override_settings(predictor.settings.vqa, vqa_eval_args(FAST))
+    predictor = Blip2Pipeline.from_pretrained(str(checkpoint))
+    settings = vqa_eval_config(FAST).apply(predictor.settings.vqa)
     questions = questions_of(shapes)[:4]
     images = [load_image(shapes.root / PATTERN.format(image_id=q["image_id"])) for q in questions]
     expected = predictor.answer(images, [q["question"] for q in questions], settings=settings, batch_size=1)
     assert [answers[q["question_id"]] for q in questions] == expected
 
 
-def vqa_eval_args(extra: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    vqa_eval.add_arguments(parser)
-    return parser.parse_args(["--model", "m", "--questions", "q", "--image-root", ".", "--output-dir", "o", *extra])
+def vqa_eval_config(extra: list[str]) -> VqaEvalConfig:
+    """What `mixkit eval vqa` builds from its command line."""
+    argv = ["--model", "m", "--questions", "q", "--image-root", ".", "--output-dir", "o", *extra]
+    return parse_config(VqaEvalConfig, argv, "mixkit eval vqa", "")
 
 
 def test_resume_skips_answered_questions(checkpoint, shapes, tmp_path, counting):

@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 from torch.testing import assert_close
 from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval
 
-from mixkit.apps.tiny import randomize_ as randomize_weights
+from mixkit.testing import randomize_ as randomize_weights
 from mixkit.models.blip2.modeling import Blip2Model
 from mixkit.models.blip2.stage1 import Blip2Stage1Model
 from mixkit.models.blip2.tiny import tiny_blip2_config

@@ -6,15 +6,9 @@ import dataclasses
 
 import pytest
 
-from mixkit.models.catalogue import (
-    CLIP_MEAN,
-    CLIP_STD,
-    CheckpointEntry,
-    UnknownCheckpointError,
-    format_catalogue_table,
-    get_checkpoint,
-    list_checkpoints,
-)
+from mixkit.data.transforms import CLIP_MEAN, CLIP_STD
+from mixkit.models.catalogue import UnknownCheckpointError, format_catalogue_table, get_checkpoint, list_checkpoints
+from mixkit.models.entry import CheckpointEntry
 
 EXPECTED_NAMES = [
     "blip2-stage1",
@@ -69,15 +63,16 @@ def test_entry_shape_is_consistent(entry: CheckpointEntry) -> None:
     assert entry.hf_repo is not None and entry.hf_repo.startswith("Salesforce/blip2-")
     lm_prefix = {"stage1": None, "opt": "facebook/opt-", "t5": "google/flan-t5-"}[entry.kind]
     if lm_prefix is None:
-        assert entry.language_model is None
-        assert entry.caption is None and entry.vqa is None and entry.vqa_prompt is None
+        assert entry.language_model is None and entry.settings is None
+        assert entry.tasks == ("retrieval", "itm", "itc")
     else:
+        settings = entry.settings
         assert entry.language_model is not None and entry.language_model.startswith(lm_prefix)
-        assert entry.vqa_prompt == "Question: {} Short answer:"
-        assert entry.caption is not None and entry.vqa is not None
-        assert entry.caption.num_beams == 5 and entry.vqa.num_beams == 5
-        assert entry.vqa.max_new_tokens == 10
-        assert entry.vqa.length_penalty == (-1.0 if entry.kind == "t5" else 0.0)
+        assert entry.tasks == ("caption", "vqa") and settings is not None
+        assert settings.vqa_prompt == "Question: {} Short answer:"
+        assert settings.caption.num_beams == 5 and settings.vqa.num_beams == 5
+        assert settings.vqa.max_new_tokens == 10
+        assert settings.vqa.length_penalty == (-1.0 if entry.kind == "t5" else 0.0)
     assert all(score.source for score in entry.paper_scores)
 
 
@@ -100,10 +95,24 @@ def test_stage2_is_documented_as_the_stage1_weights() -> None:
 
 def test_table_lists_every_entry_aligned() -> None:
     lines = format_catalogue_table().splitlines()
-    assert lines[0].split()[:4] == ["NAME", "KIND", "IMAGE", "SOURCE"]
+    assert lines[0].split()[:6] == ["NAME", "FAMILY", "KIND", "TASKS", "IMAGE", "SOURCE"]
     assert len(lines) == len(ENTRIES) + 1
     kind_column = lines[0].index("KIND")
     for line, entry in zip(lines[1:], ENTRIES):
         assert line.startswith(entry.name)
         assert line[kind_column:].startswith(entry.kind)
         assert entry.hf_repo is not None and entry.hf_repo in line
+
+
+def test_entries_reject_inconsistent_tasks_and_settings() -> None:
+    stage1, caption = get_checkpoint("blip2-stage1"), get_checkpoint("blip2-caption-opt2.7b")
+    with pytest.raises(ValueError, match="need settings"):
+        dataclasses.replace(caption, settings=None)
+    with pytest.raises(ValueError, match="need settings"):
+        dataclasses.replace(stage1, settings=caption.settings)
+    with pytest.raises(ValueError, match="subset"):
+        dataclasses.replace(stage1, tasks=("segment",))
+
+
+def test_family_filter() -> None:
+    assert list_checkpoints("blip2") == ENTRIES and list_checkpoints("clip") == []

@@ -22,15 +22,8 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from mixkit.models.blip2.convert_lavis import (
-    STAGE1_EXTRA_KEYS,
-    ConversionError,
-    convert_lavis_state_dict,
-    load_lavis_checkpoint,
-    main_convert,
-    target_keys,
-    untie_for_safetensors,
-)
+from mixkit.models.blip2.convert_lavis import STAGE1_EXTRA_KEYS, ConversionError, convert_lavis_state_dict, target_keys
+from mixkit.models.blip2.lavis_files import load_lavis_checkpoint, main_convert, untie_for_safetensors
 
 VISION = dict(
     hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2, image_size=8, patch_size=4

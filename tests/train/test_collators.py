@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from mixkit.apps.tiny import DEFAULT_TEXTS
+from mixkit.testing import DEFAULT_TEXTS
 from mixkit.data.tokenizers import newline_token_id, train_bert_tokenizer, train_opt_tokenizer, train_t5_tokenizer
 from mixkit.train.collators import Stage1Collator, Stage2Collator, to_batch
 from mixkit.train.stage1_task import Stage1Batch

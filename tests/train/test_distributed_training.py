@@ -33,7 +33,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def stage2_setup(tmp_path_factory) -> tuple[Path, Path]:
-    from mixkit.apps.tiny import build_tiny_predictor
+    from mixkit.testing import build_tiny_predictor
     from mixkit.data.shapes import ShapesConfig, write_shapes_dataset
 
     shapes = tmp_path_factory.mktemp("shapes")
@@ -162,7 +162,7 @@ def _itc_worker(rank: int, port: int, folder: str, out: str) -> None:
 
 
 def test_itc_uses_the_other_ranks_samples_as_negatives(tmp_path) -> None:
-    from mixkit.apps.tiny import build_tiny_stage1
+    from mixkit.testing import build_tiny_stage1
 
     build_tiny_stage1(tmp_path / "model")
     mp.spawn(_itc_worker, args=(_free_port(), str(tmp_path / "model"), str(tmp_path)), nprocs=2, join=True)
@@ -178,7 +178,7 @@ def test_itc_uses_the_other_ranks_samples_as_negatives(tmp_path) -> None:
 
 def test_stage1_trains_under_torchrun_with_two_processes(stage2_setup, tmp_path) -> None:
     """Stage 1 calls several model methods per batch: all must run inside the DDP-wrapped forward."""
-    from mixkit.apps.tiny import build_tiny_stage1
+    from mixkit.testing import build_tiny_stage1
 
     _, shapes = stage2_setup
     records = json.loads((shapes / "annotations/caption_train.json").read_text())

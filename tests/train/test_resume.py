@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from mixkit.apps.tiny import build_tiny_predictor
+from mixkit.testing import build_tiny_predictor
 from mixkit.data.shapes import ShapesConfig, write_shapes_dataset
 from mixkit.train.train_cli import main
 from mixkit.train.trainer import COMPLETE_MARKER, last_complete_checkpoint

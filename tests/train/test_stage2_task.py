@@ -7,7 +7,7 @@ import torch
 from torch.testing import assert_close
 from transformers import Blip2ForConditionalGeneration, PreTrainedTokenizerBase
 
-from mixkit.apps.tiny import DEFAULT_TEXTS, randomize_
+from mixkit.testing import DEFAULT_TEXTS, randomize_
 from mixkit.data.tokenizers import train_opt_tokenizer, train_t5_tokenizer
 from mixkit.models.blip2.modeling import Blip2Model
 from mixkit.models.blip2.tiny import tiny_blip2_config

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mixkit.apps.tiny import build_tiny_predictor, build_tiny_stage1
+from mixkit.testing import build_tiny_predictor, build_tiny_stage1
 from mixkit.cli import main
 from mixkit.data.shapes import ShapesConfig, write_shapes_dataset
 from mixkit.models.blip2.modeling import Blip2Model

@@ -54,6 +54,8 @@ class Blip2Base(nn.Module):
     """The image side shared by every BLIP-2 model: ViT, learned queries and the Q-Former."""
 
     config: Blip2Config
+    # What `config.json` names as the architecture: the `transformers` class with the same weight layout.
+    architecture = "Blip2ForConditionalGeneration"
 
     def __init__(self, config: Blip2Config):
         super().__init__()
@@ -104,6 +106,7 @@ class Blip2Base(nn.Module):
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        self.config.architectures = [self.architecture]
         self.config.save_pretrained(directory)
         save_weights(self, directory, only_trainable=base_model is not None, state=state_dict)
         base_file = directory / BASE_MODEL_NAME

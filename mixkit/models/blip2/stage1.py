@@ -53,6 +53,8 @@ class ImageFeatures:
 
 
 class Blip2Stage1Model(Blip2Base):
+    architecture = "Blip2ForImageTextRetrieval"  # plus `temp` and the ITG head (see the module docstring)
+
     def __init__(self, config: Blip2Config):
         if not config.qformer_config.use_qformer_text_input:
             raise ValueError("the stage-1 model needs qformer_config.use_qformer_text_input=True (text blocks)")

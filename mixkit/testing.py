@@ -1,19 +1,22 @@
-"""Complete tiny BLIP-2 checkpoints (random weights, tokenizers trained here) for tests and benchmarks."""
+"""Test support, as `transformers.testing_utils`: complete tiny checkpoints (random weights, tokenizers trained
+here) for the tests, the benchmarks and users' own tests. Nothing in the library imports this module."""
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from mixkit.apps.predictor import Blip2Predictor, PredictionSettings
 from mixkit.data.tokenizers import newline_token_id, train_bert_tokenizer, train_opt_tokenizer, train_t5_tokenizer
 from mixkit.data.transforms import ImageProcessorConfig
 from mixkit.models.blip2.modeling import Blip2Model
+from mixkit.models.blip2.reference import reference_settings
 from mixkit.models.blip2.stage1 import Blip2Stage1Model
 from mixkit.models.blip2.tiny import tiny_blip2_config
+from mixkit.pipelines.blip2 import Blip2Pipeline
 
 DEFAULT_TEXTS = tuple(
     f"a {size} {color} {shape} on the {side}"
@@ -31,7 +34,7 @@ def build_tiny_predictor(
     seed: int = 0,
     image_size: int = 32,
     weight_std: float = 0.15,
-) -> Blip2Predictor:
+) -> Blip2Pipeline:
     """Train a tokenizer on `texts`, build a tiny BLIP-2 around it with random weights, save the whole folder.
 
     OPT-style models stop on the "\\n" token, as the Hub's BLIP-2 OPT configs do.
@@ -48,8 +51,8 @@ def build_tiny_predictor(
     torch.manual_seed(seed)
     model = Blip2Model(config)
     randomize_(model, seed, weight_std)
-    settings = PredictionSettings.family_defaults(model.is_encoder_decoder)
-    predictor = Blip2Predictor(model, tokenizer, ImageProcessorConfig(image_size=image_size), settings)
+    settings = reference_settings(model.is_encoder_decoder)
+    predictor = Blip2Pipeline(model, tokenizer, ImageProcessorConfig(image_size=image_size), settings)
     predictor.save_pretrained(directory)
     return predictor
 
@@ -76,3 +79,26 @@ def randomize_(model: torch.nn.Module, seed: int, std: float) -> torch.nn.Module
             is_norm_scale = "norm" in name.lower() and name.endswith("weight")
             parameter.copy_(1.0 + noise if is_norm_scale else noise)
     return model.eval()
+
+
+def save_transformers_blip2(directory: str | Path, seed: int = 4) -> tuple[Any, Any]:
+    """A tiny BLIP-2 OPT folder written by `transformers` itself (`Blip2ForConditionalGeneration` and
+    `Blip2Processor.save_pretrained`), as the Hub's folders are; returns (model, processor)."""
+    from tokenizers import AddedToken
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor
+
+    directory = Path(directory)
+    with tempfile.TemporaryDirectory() as scratch:
+        tokenizer = train_opt_tokenizer(DEFAULT_TEXTS, scratch, vocab_size=300)
+    config = tiny_blip2_config("opt", vocab_size=len(tokenizer))
+    config.image_token_index = tokenizer.convert_tokens_to_ids("<image>")
+    config.text_config.eos_token_id = newline_token_id(tokenizer)
+    model = randomize_(Blip2ForConditionalGeneration(config), seed=seed, std=0.15)
+    processor = Blip2Processor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
+                               tokenizer=tokenizer, num_query_tokens=config.num_query_tokens)
+    # transformers 5.24's processor expects an AddedToken where tokenizers saved with
+    # extra_special_tokens give a str; the token itself is the same "<image>".
+    processor.image_token = AddedToken("<image>", normalized=False, special=True)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return model, processor

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mixkit.apps.predictor import Blip2Predictor
-from mixkit.apps.tiny import build_tiny_predictor
+from mixkit.pipelines.blip2 import Blip2Pipeline
+from mixkit.testing import build_tiny_predictor
 from mixkit.cli import main
-from mixkit.models.catalogue import GenerationSettings
+from mixkit.models.settings import GenerationSettings
 
 
 @pytest.fixture(scope="module", params=["opt", "t5"])
@@ -39,7 +39,7 @@ QUESTIONS = ["what color is the circle?", "is there a large red square on the le
 
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_batched_equals_one_at_a_time(checkpoint: Path, images: list[Path], num_beams: int) -> None:
-    predictor = Blip2Predictor.from_pretrained(str(checkpoint))
+    predictor = Blip2Pipeline.from_pretrained(str(checkpoint))
     pictures = [Image.open(path).convert("RGB") for path in images]
     settings = GenerationSettings(num_beams=num_beams, max_new_tokens=6, min_new_tokens=2, length_penalty=1.0)
     batched = predictor.answer(pictures, QUESTIONS, settings=settings, batch_size=3)

@@ -1,0 +1,49 @@
+"""Typed options shared by the commands that load a checkpoint and generate (predict, eval, later serve).
+
+Each field becomes a `--kebab-case` option through `mixkit.utils.typed_args`; `None` means "the
+checkpoint's own setting" (see `mixkit.pipelines.settings`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mixkit.models.settings import GenerationSettings
+
+
+@dataclass(kw_only=True)
+class ModelOptions:
+    model: str = field(metadata={"help": "catalogue name (see `mixkit models`) or a checkpoint folder (mixkit- or "
+                                         "transformers-saved: config.json + model.safetensors + tokenizer)"})
+    device: str | None = field(default=None, metadata={"help": "torch device (default: cuda if available, else cpu)"})
+    fp32: bool = field(default=False, metadata={
+        "help": "keep the frozen ViT and LLM in fp32 on GPU (default there: bf16, or fp16)"})
+
+
+@dataclass(kw_only=True)
+class GenerationOptions:
+    prompt: str | None = field(default=None, metadata={
+        "help": "caption: text the caption continues (default: the checkpoint's own, e.g. 'a photo of' for "
+                "caption-finetuned models); vqa: template with {} for the question (default "
+                "'Question: {} Short answer:')"})
+    num_beams: int | None = field(default=None, metadata={"help": "beam width (default: the reference's, 5)"})
+    max_new_tokens: int | None = field(default=None, metadata={
+        "help": "most tokens to generate (default: reference, 29/30 captions, 10 answers)"})
+    min_new_tokens: int | None = field(default=None, metadata={
+        "help": "fewest tokens to generate (default: reference, 7 captions, 0 answers)"})
+    length_penalty: float | None = field(default=None, metadata={
+        "help": "beam length penalty (default: reference; VQA 0 for OPT, -1 for Flan-T5)"})
+    batch_size: int = field(default=8, metadata={"help": "images per forward pass (default 8)"})
+
+    def check(self) -> None:
+        """ValueError naming the option for a count below its minimum."""
+        for name in ("num_beams", "max_new_tokens", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')}: must be >= 1, got {value}")
+        if self.min_new_tokens is not None and self.min_new_tokens < 0:
+            raise ValueError(f"--min-new-tokens: must be >= 0, got {self.min_new_tokens}")
+
+    def apply(self, base: GenerationSettings) -> GenerationSettings:
+        """`base` (the checkpoint's reference settings) with these options on top."""
+        return base.with_overrides(self.num_beams, self.max_new_tokens, self.min_new_tokens, self.length_penalty)

@@ -1,1 +1,0 @@
-"""mixkit.serve."""
