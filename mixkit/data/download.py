@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
-from tqdm import tqdm
+from mixkit.utils.progress import progress_bar
 
 from mixkit.data.sources import DatasetSource, RemoteFile
 from mixkit.utils.environment import downloads_allowed, mixkit_home
@@ -55,7 +55,7 @@ def download_file(url: str, dest: Path, md5: str | None = None, sha256: str | No
     part = dest.with_name(dest.name + ".part")
     with _open_url(url) as response, part.open("wb") as out:
         total = int(getattr(response, "headers", {}).get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+        with progress_bar(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 out.write(chunk)
                 bar.update(len(chunk))

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from tqdm import tqdm
 
 from mixkit.data.text import clean_caption
 from mixkit.eval.command import check_config, dataclass_from_args, load_model, run_evaluation, standalone_main
@@ -44,6 +43,7 @@ from mixkit.eval.retrieval import (
 )
 from mixkit.pipelines.common import batches
 from mixkit.utils.distributed import DistContext, gather, shard
+from mixkit.utils.progress import progress_bar
 from mixkit.utils.versions import library_versions
 
 if TYPE_CHECKING:  # the model stack loads only when a run starts
@@ -133,7 +133,7 @@ class ItmScorer:
 
 
 def _progress(rows: Sequence[int], ctx: DistContext, what: str) -> Iterable[int]:
-    return tqdm(rows, disable=not ctx.is_main, file=sys.stderr, desc=what, unit="row")
+    return progress_bar(rows, disable=not ctx.is_main, desc=what, unit="row")
 
 
 def rerank_sharded(features: GalleryFeatures, k: int, itm: ItmScorer,

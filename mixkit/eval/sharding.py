@@ -12,16 +12,15 @@ records already there are reused and their ids are not generated again.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
 
 from mixkit.pipelines.common import batches
 from mixkit.utils.distributed import DistContext, broadcast, gather, shard
+from mixkit.utils.progress import progress_bar
 
 PARTIAL_DIR = "partial"
 
@@ -123,7 +122,7 @@ def run_sharded(
     mine = shard(todo, ctx)
     writer = PartialWriter(options.output_dir, ctx.rank, options.save_every)
     records: list[dict] = []
-    progress = tqdm(total=len(todo), disable=not ctx.is_main, file=sys.stderr, desc="eval", unit="item")
+    progress = progress_bar(total=len(todo), disable=not ctx.is_main, desc="eval", unit="item")
     try:
         for batch in batches(mine, options.batch_size):
             out = process(batch)

@@ -30,6 +30,10 @@ class ModelArguments:
                 "only keys the model has are taken, and every one taken is logged"})
     freeze_vit: bool = field(default=True, metadata={
         "help": "keep the ViT blocks frozen (BLIP-2 stages 1 and 2); caption fine-tuning unfreezes them"})
+    language_model_dropout: bool = field(default=True, metadata={
+        "help": "stage 2 / caption fine-tuning: keep the frozen language model's dropout active while training, as "
+                "LAVIS does (its OPT / Flan-T5 stay in train mode); false keeps the frozen LM in eval mode, a "
+                "deterministic LM. Evaluation and prediction never use dropout"})
     save_trainable_only: bool = field(default=True, metadata={
         "help": "checkpoints hold only trainable weights and name model_name_or_path as their base"})
 

@@ -114,7 +114,7 @@ def _model(stage: str, model_dir: Path, args: ModelArguments) -> Blip2Base:
     if args.load_model_path:
         load_extra_weights(model, args.load_model_path)
     if isinstance(model, Blip2Model):
-        model.lock_language_model()
+        model.lock_language_model(keep_dropout=args.language_model_dropout)
     if args.freeze_vit:
         model.lock_image_tower()
     return model.train()

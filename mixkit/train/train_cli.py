@@ -149,7 +149,7 @@ def train(stage: str, model_args: ModelArguments, data_args: DataArguments,
     trainer = Blip2Trainer(
         model=parts.model, args=train_args, train_dataset=parts.dataset, data_collator=parts.collator,
         task=parts.task, batch_type=parts.batch_type, base_model=parts.base_model, save_extras=parts.save_extras,
-        bad_images=BadImageBudget(max_fraction=data_args.max_bad_image_fraction),
+        bad_images=BadImageBudget(max_fraction=data_args.max_bad_image_fraction), progress_name=stage,
     )
     if train_args.sharding_parallel_degree > 1 and not trainer.is_fsdp_enabled:
         logger.warning("--sharding_parallel_degree %d asked for FSDP, but accelerate set up plain DDP (FSDP needs "

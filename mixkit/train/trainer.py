@@ -27,12 +27,14 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from mixkit.utils.versions import library_versions
 from mixkit.data.bad_images import BadImageBudget
 from mixkit.data.shards.stream import ShardedRecords, shard_loader
 from mixkit.models.blip2.modeling import Blip2Base
 from mixkit.models.serialization import load_weights_strict, read_weights
+from mixkit.train.progress import TrainingProgress
 
 logger = logging.getLogger(__name__)
 COMPLETE_MARKER = "mixkit_complete.json"
@@ -98,9 +100,14 @@ class Blip2Trainer(Trainer):
         base_model: str | None = None,
         save_extras: Callable[[Path], None] | None = None,
         bad_images: BadImageBudget | None = None,
+        progress_name: str = "train",
         **kwargs: Any,
     ):
         super().__init__(TaskModel(model, task), *args, **kwargs)
+        # One progress display that suits its stream (a bar on a terminal, plain lines in logs), on stderr.
+        self.remove_callback(ProgressCallback)
+        self.remove_callback(PrinterCallback)
+        self.add_callback(TrainingProgress(progress_name))
         self.add_callback(EpochToDataset(self.train_dataset))
         self.task = task
         self.batch_type = batch_type

@@ -136,3 +136,21 @@ def test_bad_input_is_one_line_and_exit_2(checkpoint, shapes, tmp_path, capsys, 
     assert vqa_eval.main(vqa_argv(checkpoint, shapes, tmp_path / "out") + change) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_questions_and_annotations_are_validated_once(checkpoint, shapes, tmp_path, monkeypatch):
+    """The inputs are checked before generation; scoring reuses the checked annotations instead of
+    validating the files a second time."""
+    from mixkit.eval import result_files
+
+    calls = {"questions": 0, "annotations": 0}
+    for kind in calls:
+        original = getattr(result_files, f"validate_vqa_{kind}")
+
+        def counted(*args, _original=original, _kind=kind, **kwargs):
+            calls[_kind] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(result_files, f"validate_vqa_{kind}", counted)
+    assert vqa_eval.main(vqa_argv(checkpoint, shapes, tmp_path / "out", *FAST)) == 0
+    assert calls == {"questions": 1, "annotations": 1}

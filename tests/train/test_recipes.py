@@ -35,6 +35,8 @@ def test_recipe_loads_with_reference_settings(path: Path, tmp_path: Path) -> Non
     assert str(train.output_dir) == str(tmp_path), "the command line overrides the recipe"
     if stage == "blip2-caption":
         assert data.prompt == "a photo of " and train.gradient_checkpointing
+    if stage != "blip2-stage1":  # the recipe says how the frozen LLM trains (LAVIS: dropout on)
+        assert "language_model_dropout: true" in path.read_text() and model.language_model_dropout
 
 
 def test_bad_recipe_is_rejected_before_training(tmp_path: Path) -> None:

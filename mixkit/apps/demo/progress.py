@@ -1,4 +1,5 @@
-"""What the demo shows while it runs (numbered steps, one loss bar per training run) and its phase timer."""
+"""What the demo shows while it runs (numbered step lines; each training run's progress comes from
+`mixkit.train.progress`) and its phase timer."""
 
 from __future__ import annotations
 
@@ -6,9 +7,6 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
-
-from tqdm import tqdm
-from transformers import TrainerCallback
 
 
 class Progress:
@@ -25,28 +23,6 @@ class Progress:
     def step(self, what: str) -> None:
         self.done += 1
         print(f"[demo {self.elapsed():6.1f}s] {self.done}/{self.total} {what}", file=sys.stderr, flush=True)
-
-
-class LossBar(TrainerCallback):
-    """One tqdm bar per training run on stderr, its postfix the last logged loss (the Trainer's own bar
-    prints every log dict to stdout)."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.bar: tqdm | None = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.bar = tqdm(total=state.max_steps, desc=f"  {self.name}", unit="step", file=sys.stderr, leave=True)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.bar.update(1)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs and self.bar is not None:
-            self.bar.set_postfix(loss=f"{logs['loss']:.3f}")
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.bar.close()
 
 
 class Timer:

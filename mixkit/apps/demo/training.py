@@ -9,10 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import Dataset
-from transformers.trainer_callback import PrinterCallback
 
 from mixkit.apps.demo.config import DemoConfig
-from mixkit.apps.demo.progress import LossBar
 from mixkit.train.arguments import Blip2TrainingArguments
 from mixkit.train.trainer import Blip2Trainer
 
@@ -51,7 +49,6 @@ def run_trainer(name: str, model: nn.Module, dataset: Dataset, collator: Callabl
                 config: DemoConfig, output_dir: Path) -> list[dict[str, float]]:
     """One stage on `Blip2Trainer` with `task`; returns the logged losses."""
     trainer = Blip2Trainer(model=model, args=training_arguments(name, config, output_dir), train_dataset=dataset,
-                           data_collator=collator, task=task, batch_type=batch_type, callbacks=[LossBar(name)])
-    trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; `LossBar` shows the loss
+                           data_collator=collator, task=task, batch_type=batch_type, progress_name=f"  {name}")
     trainer.train()
     return [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]

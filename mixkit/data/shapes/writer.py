@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
+from mixkit.utils.progress import progress_bar
 
 from mixkit.data.shapes.config import SPLITS, ShapesConfig
 from mixkit.data.shapes.formats import (
@@ -77,7 +77,7 @@ def write_shapes_dataset(root: Path, config: ShapesConfig, progress: bool = Fals
     for directory in [*paths.images.values(), paths.caption_train.parent]:
         directory.mkdir(parents=True, exist_ok=True)
     total = sum(config.num_images(s) for s in SPLITS)
-    with tqdm(total=total, disable=not progress, unit="img", desc="shapes") as bar:
+    with progress_bar(total=total, disable=not progress, unit="img", desc="shapes") as bar:
         for split in SPLITS:
             examples = []
             for index in range(config.num_images(split)):

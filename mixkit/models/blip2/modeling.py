@@ -155,23 +155,29 @@ class Blip2Model(Blip2Base):
         else:
             self.language_model = AutoModelForSeq2SeqLM.from_config(config.text_config)
         self.language_frozen = False
+        self.language_dropout = True  # while frozen: whether the LLM's dropout follows train() (LAVIS) or stays off
 
     @property
     def is_encoder_decoder(self) -> bool:
         return not self.config.use_decoder_only_language_model
 
-    def lock_language_model(self) -> None:
+    def lock_language_model(self, keep_dropout: bool = True) -> None:
+        """Freeze the LLM's weights. With `keep_dropout` (LAVIS's behaviour: it only sets `requires_grad=False`
+        on the OPT / Flan-T5) the LLM's dropout follows `train()`, so it is active while training stage 2 and
+        caption fine-tuning, as in the runs that made the published checkpoints; without it the frozen LLM stays
+        in eval mode (a deterministic LLM). Evaluation and prediction call `eval()`: no dropout either way."""
         _freeze(self.language_model)
         self.language_frozen = True
+        self.language_dropout = keep_dropout
 
-    def lock_frozen_parts(self) -> None:
+    def lock_frozen_parts(self, keep_language_dropout: bool = True) -> None:
         """The BLIP-2 stage-2 setting: ViT and LLM frozen; Q-Former, queries, ln_vision, projection train."""
         self.lock_image_tower()
-        self.lock_language_model()
+        self.lock_language_model(keep_language_dropout)
 
     def train(self, mode: bool = True) -> Blip2Model:
         super().train(mode)
-        if self.language_frozen:
+        if self.language_frozen and not self.language_dropout:
             self.language_model.eval()
         return self
 
