@@ -1,4 +1,8 @@
-"""The `mixkit` command. Each subcommand's module is imported only when it runs, so `--help` stays fast."""
+"""The `mixkit` command. Each subcommand's module is imported only when it runs, so `--help` stays fast.
+
+Building the parser imports only light modules (typed configs and `add_arguments` functions that need no torch,
+`transformers`, PIL or numpy); `tests/test_startup.py` checks it.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ def _models(_: argparse.Namespace) -> int:
 
 
 def _add_predict(subparsers: argparse._SubParsersAction) -> None:
-    from mixkit.apps.predict import TASKS
+    from mixkit.apps.predict_config import PREDICT_CONFIGS
 
     predict = subparsers.add_parser("predict", help="caption images or answer questions about them")
     tasks = predict.add_subparsers(dest="task", required=True, metavar="TASK")
@@ -34,7 +38,7 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
         "caption": ("describe each image", "Caption images with a BLIP-2 checkpoint (reference settings)."),
         "vqa": ("answer a question about each image", "Zero-shot visual question answering with a BLIP-2 checkpoint."),
     }
-    for task, (config_type, _) in TASKS.items():
+    for task, config_type in PREDICT_CONFIGS.items():
         help_text, description = descriptions[task]
         parser = tasks.add_parser(task, help=help_text, description=description)
         add_dataclass_arguments(parser, config_type)
@@ -42,7 +46,7 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_convert(subparsers: argparse._SubParsersAction) -> None:
-    from mixkit.models.blip2.lavis_files import add_convert_arguments
+    from mixkit.models.blip2.lavis_options import add_convert_arguments
 
     convert = subparsers.add_parser("convert", help="convert checkpoints from other toolkits")
     sources = convert.add_subparsers(dest="source", required=True, metavar="SOURCE")
@@ -102,12 +106,12 @@ def _add_data(subparsers: argparse._SubParsersAction) -> None:
     shards = actions.add_parser("shards", help="write WebDataset tar shards from an annotation file",
                                 description="Write WebDataset tar shards (one sample per image, original bytes) "
                                             "and a shards.json index, for data that does not fit one disk.")
-    importlib.import_module("mixkit.data.shards.writer").add_arguments(shards)
+    importlib.import_module("mixkit.data.shards.options").add_arguments(shards)
     shards.set_defaults(handler=_lazy("mixkit.data.shards.writer", "run"))
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
-    from mixkit.train.train_cli import add_arguments
+    from mixkit.train.train_options import add_arguments
 
     # No argparse help here: `mixkit train STAGE --help` prints every Trainer option (HfArgumentParser).
     train = subparsers.add_parser("train", help="train a BLIP-2 stage (stage 1, stage 2, caption fine-tuning)",

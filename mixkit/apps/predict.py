@@ -2,7 +2,8 @@
 
 Inputs are checked before the model loads (a missing, non-image or truncated file, an empty question): one
 line on stderr naming the input, exit code 2. Results go to stdout (JSON with `--json`), logs to stderr.
-Library use: `predict_captions(CaptionPredictConfig(...))`, `predict_answers(VqaPredictConfig(...))`.
+Library use: `predict_captions(CaptionPredictConfig(...))`, `predict_answers(VqaPredictConfig(...))`; the configs
+live in `mixkit.apps.predict_config` (light, for the parser) and are importable from here too.
 """
 
 from __future__ import annotations
@@ -10,52 +11,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass, field
 
 from PIL import Image
 
+from mixkit.apps.predict_config import CaptionPredictConfig, InputError, VqaPredictConfig
 from mixkit.data.transforms import ImageLoadError, load_image
-from mixkit.pipelines.options import GenerationOptions, ModelOptions
 from mixkit.utils.typed_args import dataclass_from_args
 
 USAGE_ERROR = 2
 
 
-class InputError(ValueError):
-    """Bad user input, reported as one line and exit code 2."""
-
-
-@dataclass(kw_only=True)
-class CaptionPredictConfig(GenerationOptions, ModelOptions):
-    image: list[str] = field(metadata={"help": "one or more image files", "metavar": "PATH"})
-    json: bool = field(default=False, metadata={"help": "print one JSON array instead of text lines"})
-
-
-@dataclass(kw_only=True)
-class VqaPredictConfig(CaptionPredictConfig):
-    question: list[str] = field(metadata={
-        "help": "the question; give one per image, or one for all images", "metavar": "TEXT"})
-
-    def questions(self) -> list[str]:
-        """One question per image (a single one is asked of every image)."""
-        questions = list(self.question) * (len(self.image) if len(self.question) == 1 else 1)
-        if len(questions) != len(self.image):
-            raise InputError(f"--question: got {len(questions)} questions for {len(self.image)} images; "
-                             "give one per image or a single one for all")
-        for index, question in enumerate(questions):
-            if not question.strip():
-                raise InputError(f"--question {index + 1}: the question is empty")
-        return questions
-
-
 def load_images(paths: list[str]) -> list[Image.Image]:
-    images = []
+    """Each file decoded once, however often it is named; a bad file is an `InputError` naming it."""
+    decoded: dict[str, Image.Image] = {}
     for path in paths:
-        try:
-            images.append(load_image(path))
-        except ImageLoadError as error:
-            raise InputError(str(error)) from None
-    return images
+        if path not in decoded:
+            try:
+                decoded[path] = load_image(path)
+            except ImageLoadError as error:
+                raise InputError(str(error)) from None
+    return [decoded[path] for path in paths]
 
 
 def load_checked(config: CaptionPredictConfig):
@@ -67,7 +42,7 @@ def load_checked(config: CaptionPredictConfig):
         config.check()
     except ValueError as error:
         raise InputError(str(error)) from None
-    images = load_images(config.image)
+    images = load_images(config.pairs()[0] if isinstance(config, VqaPredictConfig) else config.image)
     resolve_checkpoint(config.model)
     from mixkit.pipelines.blip2 import Blip2Pipeline
 
@@ -87,12 +62,25 @@ def predict_captions(config: CaptionPredictConfig) -> list[dict[str, str]]:
 
 
 def predict_answers(config: VqaPredictConfig) -> list[dict[str, str]]:
-    """`{"image", "question", "answer"}` per image."""
-    questions = config.questions()
+    """`{"image", "question", "answer"}` per (image, question) pair, in the order given."""
+    paths, questions = config.pairs()
     pipeline, images, settings = load_checked(config)
-    texts = pipeline.answer(images, questions, settings=settings, batch_size=config.batch_size,
-                            prompt_template=config.prompt)
-    return [{"image": path, "question": q, "answer": a} for path, q, a in zip(config.image, questions, texts)]
+    groups = group_by_image(paths)
+    grouped = pipeline.answer_grouped([images[rows[0]] for rows in groups], [[questions[i] for i in rows]
+                                      for rows in groups], settings, question_batch=config.batch_size,
+                                      prompt_template=config.prompt, image_batch=config.batch_size)
+    answers = {row: answer for rows, group in zip(groups, grouped) for row, answer in zip(rows, group)}
+    return [{"image": path, "question": q, "answer": answers[row]}
+            for row, (path, q) in enumerate(zip(paths, questions))]
+
+
+def group_by_image(paths: list[str]) -> list[list[int]]:
+    """Row numbers per distinct image file, in first-seen order: each file is encoded once for all its
+    questions."""
+    rows: dict[str, list[int]] = {}
+    for row, path in enumerate(paths):
+        rows.setdefault(path, []).append(row)
+    return list(rows.values())
 
 
 TASKS = {"caption": (CaptionPredictConfig, predict_captions), "vqa": (VqaPredictConfig, predict_answers)}

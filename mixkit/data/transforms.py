@@ -15,10 +15,8 @@ from typing import Any, BinaryIO, Callable
 import torch
 from PIL import Image
 
+from mixkit.data.image_stats import CLIP_MEAN, CLIP_STD
 from mixkit.utils.io import read_json, write_json
-
-CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
 # What datasets call on each image: `EvalImageTransform`, `TrainImageTransform` or the user's own.
 Transform = Callable[[Image.Image], torch.Tensor]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mixkit.data.transforms import CLIP_MEAN, CLIP_STD
+from mixkit.data.image_stats import CLIP_MEAN, CLIP_STD
 from mixkit.models.settings import PredictionSettings
 
 # Tasks a pipeline can run for an entry; `mixkit.pipelines` maps (family, task) to its methods.

@@ -147,16 +147,25 @@ class Blip2Pipeline:
             texts += self.generate(self.encode_images(image_chunk), prompt_chunk, settings)
         return texts
 
-    @torch.no_grad()
     def answer_grouped(self, images: Sequence[ImageInput], questions: Sequence[Sequence[str]],
                        settings: GenerationSettings | None = None, question_batch: int = 8,
-                       prompt_template: str | None = None) -> list[list[str]]:
+                       prompt_template: str | None = None, image_batch: int | None = None) -> list[list[str]]:
         """Every question about each image, each image encoded once: `questions[i]` are asked about
-        `images[i]`; the answers come back in the same nesting. Questions of several images share a
-        generation batch of `question_batch` rows."""
+        `images[i]`; the answers come back in the same nesting. Images are encoded `image_batch` at a time
+        (default: all at once); their questions share generation batches of `question_batch` rows."""
         if len(images) != len(questions):
             raise ValueError(f"{len(images)} images but {len(questions)} question lists")
-        settings = settings or self.settings.vqa
+        step = image_batch or max(1, len(images))
+        answers: list[list[str]] = []
+        for start in range(0, len(images), step):
+            answers += self._answer_image_batch(images[start : start + step], questions[start : start + step],
+                                                settings or self.settings.vqa, question_batch, prompt_template)
+        return answers
+
+    @torch.no_grad()
+    def _answer_image_batch(self, images: Sequence[ImageInput], questions: Sequence[Sequence[str]],
+                            settings: GenerationSettings, question_batch: int,
+                            prompt_template: str | None) -> list[list[str]]:
         embeds = self.encode_images(images)
         rows = [(index, self.vqa_prompt(q, prompt_template)) for index, asked in enumerate(questions) for q in asked]
         flat: list[str] = []

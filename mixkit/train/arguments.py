@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-STAGES = ("blip2-stage1", "blip2-stage2", "blip2-caption")
 
 
 def default_report_to() -> str:
@@ -71,5 +70,9 @@ class Blip2TrainingArguments(TrainingArguments):
     tensor_parallel_degree: int = field(default=1, metadata={
         "help": "split the language model across this many GPUs (uses the model's transformers tp_plan)"})
     sharding_parallel_degree: int = field(default=1, metadata={
-        "help": "> 1 shards parameters, gradients and optimizer state (FSDP full_shard) across the GPUs"})
+        "help": "> 1 (= the number of processes) shards parameters, gradients and optimizer state across the "
+                "processes with torch's FSDP2 (fully_shard), on GPUs or on CPU (gloo)"})
+    gpu_memory_gib: float | None = field(default=None, metadata={
+        "help": "memory of one GPU in GiB: log whether DDP, FSDP and ZeRO-2 fit it, and stop before training when "
+                "this run's layout does not (naming the layouts that would)"})
     remove_unused_columns: bool = field(default=False, metadata={"help": "keep every collated field (leave False)"})

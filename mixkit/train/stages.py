@@ -60,19 +60,6 @@ def load_extra_weights(model: Blip2Base, path: str) -> int:
     return len(taken)
 
 
-def log_memory_estimate(stage: str, model: Blip2Base) -> float:
-    """Log the parameter split and a floor for device memory before the run (weights + fp32 gradients and
-    AdamW moments of the trainable part; activations come on top and grow with the batch). Returns GiB."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    total = sum(p.numel() for p in model.parameters())
-    gib = (weights + trainable * 4 * 3) / 2**30
-    logger.info("%s: %s trainable of %s parameters (%.1f%%); weights + gradients + AdamW states need %.2f GiB "
-                "before activations (gradient accumulation saves activation memory but does not enlarge the ITC "
-                "negatives)", stage, f"{trainable:,}", f"{total:,}", 100 * trainable / total, gib)
-    return gib
-
-
 def _save_extras(tokenizer: PreTrainedTokenizerBase, image_size: int, settings: PredictionSettings | None,
                  directory: Path) -> None:
     tokenizer.save_pretrained(directory)
@@ -135,7 +122,6 @@ def build_stage(stage: str, model_args: ModelArguments, data: DataArguments, see
                                   max_text_length=data.max_text_length)
         batch_type = Stage2Batch
         settings = reference_settings(model.is_encoder_decoder, prompt=data.prompt.strip())
-    log_memory_estimate(stage, model)
     return StageParts(
         model=model,
         task=task,

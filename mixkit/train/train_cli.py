@@ -3,7 +3,9 @@
 A recipe file (YAML or JSON, see `configs/`) gives the settings; options on the command line override it.
 Single process: `mixkit train blip2-stage1 --config configs/blip2_stage1.yaml`. Many GPUs or nodes: the same
 arguments under `torchrun --nproc_per_node N -m mixkit.train.train_cli blip2-stage1 ...` (PyTorch DDP through
-the Trainer; `--sharding_parallel_degree N` switches to FSDP full sharding).
+the Trainer; `--sharding_parallel_degree N` shards parameters, gradients and optimizer state with torch's FSDP2,
+`--deepspeed configs/deepspeed_zero2.json` runs DeepSpeed ZeRO-2). Nodes: one `torchrun --nnodes M --node_rank I
+--rdzv-backend c10d --rdzv-endpoint HOST:PORT` per node.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from mixkit.train.arguments import STAGES, default_report_to, Blip2TrainingArguments, DataArguments, ModelArguments
+from mixkit.train.arguments import default_report_to, Blip2TrainingArguments, DataArguments, ModelArguments
+from mixkit.train.train_options import add_arguments  # the parser's options, light for `mixkit --help`
 
 logger = logging.getLogger(__name__)
 USAGE_ERROR = 2
@@ -62,9 +65,8 @@ def hf_parser():
 
 def parse(stage: str, config: str | None, rest: Sequence[str]):
     argv = ["--report_to", default_report_to()] + (recipe_arguments(config) if config else []) + list(rest)
-    extra = parallel_arguments(argv)
     try:
-        model_args, data_args, train_args = hf_parser().parse_args_into_dataclasses(args=argv + extra)
+        model_args, data_args, train_args = hf_parser().parse_args_into_dataclasses(args=argv)
     except SystemExit as error:
         raise TrainConfigError(f"bad options for {stage} (see `mixkit train {stage} --help`)") from error
     except ValueError as error:  # options no dataclass knows (a misspelt key)
@@ -74,25 +76,16 @@ def parse(stage: str, config: str | None, rest: Sequence[str]):
     return model_args, data_args, train_args
 
 
-def _option(argv: Sequence[str], name: str, default: str) -> str:
-    flag = f"--{name}"
-    values = [argv[i + 1] for i, word in enumerate(argv[:-1]) if word == flag]
-    return values[-1] if values else default
-
-
-def parallel_arguments(argv: Sequence[str]) -> list[str]:
-    """`sharding_parallel_degree > 1` means FSDP full sharding through the Trainer's own integration."""
-    if int(_option(argv, "sharding_parallel_degree", "1")) > 1 and "--fsdp" not in argv:
-        return ["--fsdp", "full_shard"]
-    return []
-
-
 def check_parallelism(args: Blip2TrainingArguments) -> None:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if args.sharding_parallel_degree not in (1, world):
         raise TrainConfigError(
             f"--sharding_parallel_degree {args.sharding_parallel_degree}: FSDP shards over all {world} "
             "processes; set it to 1 or to the number of processes torchrun starts")
+    if args.sharding_parallel_degree > 1 and (args.fsdp or args.deepspeed):
+        raise TrainConfigError(
+            f"--sharding_parallel_degree {args.sharding_parallel_degree} (FSDP2) cannot be combined with "
+            f"{'--fsdp' if args.fsdp else '--deepspeed'}: pick one way to shard")
     if args.tensor_parallel_degree > 1:
         raise TrainConfigError(
             f"--tensor_parallel_degree {args.tensor_parallel_degree}: the OPT and T5 language models have no "
@@ -110,10 +103,18 @@ def resolve_resume(args: Blip2TrainingArguments) -> None:
 
 
 def parallelism(trainer: Any) -> str:
+    """What actually ran, named from the trainer's state (not from the options asked for)."""
     world = trainer.args.world_size
+    nodes = world // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world)))  # torchrun sets it on every node
+    where = f"{world} processes" + (f" on {nodes} nodes" if nodes > 1 else "")
+    if getattr(trainer, "is_sharded", False):
+        return f"FSDP2 (fully_shard) over {where}"
+    if trainer.is_deepspeed_enabled:
+        stage = trainer.accelerator.state.deepspeed_plugin.zero_stage
+        return f"DeepSpeed ZeRO-{stage} over {where}"
     if trainer.is_fsdp_enabled:
-        return f"FSDP full sharding over {world} processes"
-    return f"DDP over {world} processes" if world > 1 else "single process"
+        return f"FSDP (accelerate) over {where}"
+    return f"DDP over {where}" if world > 1 else "single process"
 
 
 def summary_table(stage: str, result: Any, skipped: str, output_dir: str, seconds: float, layout: str) -> str:
@@ -136,24 +137,24 @@ def summary_table(stage: str, result: Any, skipped: str, output_dir: str, second
 def train(stage: str, model_args: ModelArguments, data_args: DataArguments,
           train_args: Blip2TrainingArguments) -> Any:
     from mixkit.data.bad_images import BadImageBudget
+    from mixkit.train.memory import plan_memory
     from mixkit.train.stages import build_stage
     from mixkit.train.trainer import Blip2Trainer
 
     parts = build_stage(stage, model_args, data_args, seed=train_args.seed)
-    if train_args.gradient_checkpointing or getattr(train_args, "activation_checkpointing", False):
+    checkpointing = bool(train_args.gradient_checkpointing or getattr(train_args, "activation_checkpointing", False))
+    if checkpointing:
         parts.model.set_gradient_checkpointing(True)
         # ours, not the Trainer's: the model is no PreTrainedModel
         train_args.gradient_checkpointing = False
         if hasattr(train_args, "activation_checkpointing"):
             train_args.activation_checkpointing = False
+    plan_memory(stage, parts.model, data_args, train_args, checkpointing)  # may stop: does not fit
     trainer = Blip2Trainer(
         model=parts.model, args=train_args, train_dataset=parts.dataset, data_collator=parts.collator,
         task=parts.task, batch_type=parts.batch_type, base_model=parts.base_model, save_extras=parts.save_extras,
         bad_images=BadImageBudget(max_fraction=data_args.max_bad_image_fraction), progress_name=stage,
     )
-    if train_args.sharding_parallel_degree > 1 and not trainer.is_fsdp_enabled:
-        logger.warning("--sharding_parallel_degree %d asked for FSDP, but accelerate set up plain DDP (FSDP needs "
-                       "GPUs): every process holds the whole model", train_args.sharding_parallel_degree)
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=train_args.resume_from_checkpoint)
     trainer.save_model(train_args.output_dir)
@@ -164,11 +165,6 @@ def train(stage: str, model_args: ModelArguments, data_args: DataArguments,
 
     shutdown_process_group()  # a clean exit for every torchrun process
     return result
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("stage", choices=STAGES, help="which BLIP-2 stage to train")
-    parser.add_argument("--config", help="recipe file (YAML/JSON, see configs/); command-line options override it")
 
 
 def run(args: argparse.Namespace, rest: Sequence[str] = ()) -> int:

@@ -8,11 +8,14 @@ What the subclass changes, and why:
 - a sharded stream (`--train_shards`) splits itself by rank and worker, so it gets a plain per-rank DataLoader
   instead of accelerate's (see `get_train_dataloader`);
 - checkpoints hold the trainable weights and name their base model, and get a completion marker written last,
-  so a crash mid-save never leaves a checkpoint that looks complete (`last_complete_checkpoint`).
+  so a crash mid-save never leaves a checkpoint that looks complete (`last_complete_checkpoint`);
+- `--sharding_parallel_degree N` shards the model with torch's FSDP2 right after `Trainer.__init__` (see
+  `mixkit.train.fsdp`); checkpoints then gather full weights and optimizer state, the same files as DDP writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -27,13 +30,15 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
+from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from mixkit.utils.versions import library_versions
 from mixkit.data.bad_images import BadImageBudget
 from mixkit.data.shards.stream import ShardedRecords, shard_loader
 from mixkit.models.blip2.modeling import Blip2Base
-from mixkit.models.serialization import load_weights_strict, read_weights
+from mixkit.models.serialization import CheckpointMismatchError, load_weights_strict, read_weights, tied_groups
+from mixkit.train import fsdp
 from mixkit.train.progress import TrainingProgress
 
 logger = logging.getLogger(__name__)
@@ -124,6 +129,16 @@ class Blip2Trainer(Trainer):
                 f"started as {launched} processes but the Trainer runs {self.args.world_size} (no process group it "
                 "can use): each process would train alone on all the data; on CPU pass --use_cpu true (gloo)")
         self._last_log = (time.perf_counter(), 0)
+        if getattr(self.args, "sharding_parallel_degree", 1) > 1:
+            fsdp.shard_model(self.model, self.args.device)  # in place: self.model and self.model_wrapped stay it
+            # The Trainer's flag for a model that owns its sharding and gradient reduction (set for models
+            # `transformers` shards at load time): accelerate then neither wraps it in DDP nor moves it.
+            self.is_distributed_loading_by_transformers = True
+
+    @property
+    def is_sharded(self) -> bool:
+        """Whether FSDP2 shards the model (`--sharding_parallel_degree` > 1)."""
+        return fsdp.is_sharded(self.model)
 
     def get_train_dataloader(self) -> DataLoader:
         """accelerate treats an `IterableDataset` as one stream for all processes (rank 0 reads every batch and
@@ -148,12 +163,14 @@ class Blip2Trainer(Trainer):
 
         if "num_seen" in inputs:
             self.bad_images.update(inputs)
-        if "pixel_values" not in inputs:  # every image of this batch was unreadable
+        if not self._everywhere("pixel_values" in inputs):  # every image of a batch was unreadable
             return self._zero_loss(model)
         losses = self._task_losses(model, to_batch(self.batch_type, inputs), num_items_in_batch)
-        if not torch.isfinite(losses.loss):
-            logger.warning("non-finite loss %s at step %d; update skipped (image ids: %s)", losses.loss.item(),
-                           self.state.global_step, inputs.get("image_ids", "n/a"))
+        finite = bool(torch.isfinite(losses.loss))
+        if not self._everywhere(finite):
+            where = "a non-finite loss on another process" if finite else f"non-finite loss {losses.loss.item()}"
+            logger.warning("%s at step %d; update skipped (image ids: %s)", where, self.state.global_step,
+                           inputs.get("image_ids", "n/a"))
             return self._zero_loss(model)
         self._log_parts(losses)
         return (losses.loss, losses) if return_outputs else losses.loss
@@ -168,9 +185,21 @@ class Blip2Trainer(Trainer):
             losses.loss = losses.loss * self.accelerator.num_processes
         return losses
 
+    def _everywhere(self, flag: bool) -> bool:
+        """DDP: this process's `flag`. FSDP2: whether it holds on every process, because a sharded forward and
+        backward run collectives in every unit, so a step is skipped by all processes or by none."""
+        return fsdp.all_processes_agree(flag, self.args.device) if self.is_sharded else flag
+
     def _zero_loss(self, model: nn.Module) -> torch.Tensor:
-        """A loss of 0 that still reaches every trainable parameter, so DDP's gradient sync stays in step."""
-        return sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)
+        """A loss of 0 that still reaches every trainable parameter, so DDP's gradient sync stays in step.
+        FSDP2: put any gathered unit back into its shards and reach the local shards (no collective runs, on any
+        process: they all skip together); AdamW then steps with zero gradients, as under DDP."""
+        if not self.is_sharded:
+            return sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)
+        for module in model.modules():
+            if isinstance(module, fsdp.FSDPModule):
+                module.reshard()
+        return sum(fsdp.local_part(p).sum() * 0.0 for p in model.parameters() if p.requires_grad)
 
     def _log_parts(self, losses: Any) -> None:
         parts = {name: getattr(losses, name) for name in ("itc", "itm", "itg") if hasattr(losses, name)}
@@ -211,11 +240,13 @@ class Blip2Trainer(Trainer):
     # ---------------------------------------------------------------- checkpoints
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if state_dict is None and self.is_sharded:  # every process takes part in the gather; rank 0 gets it all
+            state_dict = fsdp.full_model_state(self.model, trainable_only=self.base_model is not None)
         if not self.args.should_save:
             return
         directory = Path(output_dir or self.args.output_dir)
         model: Blip2Base = self.accelerator.unwrap_model(self.model, keep_torch_compile=False).model
-        if state_dict is not None:  # FSDP: the Trainer gathered the full tensors (keys carry TaskModel's "model.")
+        if state_dict is not None:  # FSDP: full tensors gathered from the shards (keys carry TaskModel's "model.")
             state_dict = {key.removeprefix("model."): value for key, value in state_dict.items()}
         model.save_pretrained(directory, base_model=self.base_model, state_dict=state_dict)
         if self.save_extras is not None:
@@ -225,6 +256,7 @@ class Blip2Trainer(Trainer):
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
         super()._save_checkpoint(model, trial)
+        self.accelerator.wait_for_everyone()  # every process's files (its RNG state) are written before the marker
         if self.args.should_save:
             folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
             marker = {"global_step": self.state.global_step, "epoch": self.state.epoch}
@@ -234,8 +266,60 @@ class Blip2Trainer(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         """Trainable-only checkpoints: the frozen weights are already in the model (same base)."""
-        model = (model or self.model).model
+        task_model = model or self.model
+        model = task_model.model
         # remove_duplicate=False: a tied weight (OPT's lm_head = embed_tokens) is in the state dict under both names
         frozen = tuple(name for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad)
-        load_weights_strict(model, read_weights(Path(resume_from_checkpoint)), allowed_missing_prefixes=frozen)
+        weights = read_weights(Path(resume_from_checkpoint))
+        if self.is_sharded:
+            self._load_sharded(task_model, weights, frozen)
+        else:
+            load_weights_strict(model, weights, allowed_missing_prefixes=frozen)
         logger.info("resumed weights from %s", resume_from_checkpoint)
+
+    def _load_sharded(self, task_model: nn.Module, weights: dict[str, torch.Tensor], frozen: tuple[str, ...]) -> None:
+        """As `load_weights_strict`, into the shards: every process reads the full tensors and keeps its part."""
+        missing, unexpected = fsdp.load_full_model_state(task_model, {f"model.{k}": v for k, v in weights.items()})
+        covered = set(weights)
+        for names in tied_groups(task_model.model):
+            if covered.intersection(names):
+                covered.update(names)
+        missing = [k.removeprefix("model.") for k in missing]
+        missing = sorted(k for k in missing if k not in covered and not k.startswith(frozen))
+        if missing or unexpected:
+            raise CheckpointMismatchError(f"checkpoint weights do not match the model: missing {missing[:10]}; "
+                                          f"unexpected {sorted(unexpected)[:10]}")
+
+    # ---------------------------------------------------------------- FSDP2: optimizer state and accumulation
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """FSDP2: the full optimizer state keyed by parameter name, gathered on rank 0 (one file, as DDP)."""
+        if not self.is_sharded:
+            return super()._save_optimizer_and_scheduler(output_dir)
+        directory = Path(output_dir)
+        fsdp.save_optimizer_state(self.model, self._inner_optimizer(), directory / OPTIMIZER_NAME,
+                                  write=self.args.should_save)
+        if self.args.should_save:
+            torch.save(self.lr_scheduler.state_dict(), directory / SCHEDULER_NAME)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if checkpoint is None or not self.is_sharded:
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        directory = Path(checkpoint)
+        if not (directory / OPTIMIZER_NAME).is_file():
+            raise FileNotFoundError(f"{directory}: no {OPTIMIZER_NAME}; cannot resume the optimizer exactly")
+        fsdp.load_optimizer_state(self.model, self._inner_optimizer(), directory / OPTIMIZER_NAME)
+        self.lr_scheduler.load_state_dict(torch.load(directory / SCHEDULER_NAME, weights_only=True))
+
+    def _inner_optimizer(self) -> torch.optim.Optimizer:
+        return getattr(self.optimizer, "optimizer", self.optimizer)  # accelerate's AcceleratedOptimizer wraps it
+
+    @contextlib.contextmanager
+    def _defer_fsdp_gradient_reduction(self):
+        """Gradient accumulation under FSDP2: reduce-scatter only after the last micro-batch. (The Trainer's own
+        version reads a `transformers` model's `config.distributed_config`, which `TaskModel` has not.)"""
+        self.model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            self.model.set_requires_gradient_sync(True)

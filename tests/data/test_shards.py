@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from mixkit.data import shards as sh
 from mixkit.data.shards import index as shard_index
+from mixkit.data.shards import options as shard_options
 from mixkit.data.shards import writer as shard_writer
 from mixkit.data.bad_images import SkippedSample, collate_samples
 from mixkit.data.loading import load_dataset
@@ -246,7 +247,7 @@ def test_webdataset_reads_the_shards(caption_shards: sh.ShardsReport) -> None:
 
 def test_cli_writes_shards(shapes: ShapesPaths, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
-    shard_writer.add_arguments(parser)
+    shard_options.add_arguments(parser)
     argv = ["--kind", "vqa_train", "--annotations", str(shapes.vqa_train), "--image-root", str(shapes.root),
             "--output", str(tmp_path), "--samples-per-shard", "4"]
     assert shard_writer.run(parser.parse_args(argv)) == 0

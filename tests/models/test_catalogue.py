@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from mixkit.data.transforms import CLIP_MEAN, CLIP_STD
+from mixkit.data.image_stats import CLIP_MEAN, CLIP_STD
 from mixkit.models.catalogue import UnknownCheckpointError, format_catalogue_table, get_checkpoint, list_checkpoints
 from mixkit.models.entry import CheckpointEntry
 

@@ -86,3 +86,26 @@ def test_bad_inputs_exit_2_naming_the_input(checkpoint: Path, images: list[Path]
     assert "question" in _error_line(capsys)
     assert main(["predict", "caption", "--model", "blip2-caption-opt2_7b", "--image", str(images[0])]) == 2
     assert "blip2-caption-opt2.7b" in _error_line(capsys)
+
+
+def test_several_questions_about_one_image_encode_it_once(checkpoint, images, capsys, monkeypatch) -> None:
+    from mixkit.models.blip2.modeling import Blip2Model
+
+    encoded: list[int] = []
+    encode = Blip2Model.encode_image
+    monkeypatch.setattr(Blip2Model, "encode_image",
+                        lambda self, pixels: encoded.append(len(pixels)) or encode(self, pixels))
+    argv = ["predict", "vqa", "--model", str(checkpoint), "--image", str(images[0]), "--question", *QUESTIONS,
+            "--json", "--max-new-tokens", "3", "--num-beams", "2"]
+    assert main(argv) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["question"] for r in records] == QUESTIONS and {r["image"] for r in records} == {str(images[0])}
+    assert encoded == [1]
+    # The same answers as asking each question on its own.
+    for record, question in zip(records, QUESTIONS):
+        assert main(["predict", "vqa", "--model", str(checkpoint), "--image", str(images[0]), "--question", question,
+                     "--json", "--max-new-tokens", "3", "--num-beams", "2"]) == 0
+        assert json.loads(capsys.readouterr().out)[0]["answer"] == record["answer"]
+    two_images = ["--image", str(images[0]), str(images[1])]
+    assert main(["predict", "vqa", "--model", str(checkpoint), *two_images, "--question", *QUESTIONS]) == 2
+    assert "3 questions for 2 images" in capsys.readouterr().err

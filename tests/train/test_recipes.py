@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mixkit.train.arguments import STAGES
+from mixkit.train.train_options import STAGES
 from mixkit.train.train_cli import TrainConfigError, parse, recipe_arguments, recipe_stage
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))

@@ -30,12 +30,34 @@ dicts as `mixkit.data.datasets` gives, with the same text cleaning; `seed_augmen
 keys each sample's random crop by (seed, epoch, shard, record position in shard).
 """
 
-from mixkit.data.shards.index import INDEX_NAME, ShardIndex, ShardInfo, expand_braces, resolve_shards
-from mixkit.data.shards.stream import (ShardedCaptionDataset, ShardedVqaDataset, ShardStreamConfig, assign_shards,
-                                       shard_loader)
-from mixkit.data.shards.tar import decode_shard_image, iter_tar_samples
-from mixkit.data.shards.writer import ShardsReport, write_shards
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mixkit.data.shards.index import INDEX_NAME, ShardIndex, ShardInfo, expand_braces, resolve_shards
+    from mixkit.data.shards.stream import (ShardedCaptionDataset, ShardedVqaDataset, ShardStreamConfig,
+                                           assign_shards, shard_loader)
+    from mixkit.data.shards.tar import decode_shard_image, iter_tar_samples
+    from mixkit.data.shards.writer import ShardsReport, write_shards
+
+# Public name -> the module that defines it. They load on first use, so that `mixkit.data.shards.options`
+# (the `mixkit data shards` parser) imports neither torch nor PIL.
+_EXPORTS = {
+    **dict.fromkeys(("INDEX_NAME", "ShardIndex", "ShardInfo", "expand_braces", "resolve_shards"), "index"),
+    **dict.fromkeys(("ShardedCaptionDataset", "ShardedVqaDataset", "ShardStreamConfig", "assign_shards",
+                     "shard_loader"), "stream"),
+    **dict.fromkeys(("decode_shard_image", "iter_tar_samples"), "tar"),
+    **dict.fromkeys(("ShardsReport", "write_shards"), "writer"),
+}
 
 __all__ = ["INDEX_NAME", "ShardIndex", "ShardInfo", "ShardStreamConfig", "ShardedCaptionDataset", "ShardedVqaDataset",
            "ShardsReport", "assign_shards", "decode_shard_image", "expand_braces", "iter_tar_samples",
            "resolve_shards", "shard_loader", "write_shards"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"mixkit.data.shards.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'mixkit.data.shards' has no attribute {name!r}")

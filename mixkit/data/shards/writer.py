@@ -16,14 +16,13 @@ from typing import Any, Sequence
 
 from mixkit.data.records import lavis_image_id as eval_image_id
 from mixkit.data.transforms import ImageLoadError, load_image
-from mixkit.data.validation import AnnotationError, add_annotation_arguments, read_records, validate_annotations
+from mixkit.data.validation import AnnotationError, read_records, validate_annotations
+from mixkit.data.shards.options import DEFAULT_MAX_BYTES, DEFAULT_PATTERN
 from mixkit.data.shards.index import INDEX_FORMAT, INDEX_NAME, INDEX_VERSION, ShardInfo
 
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PATTERN = "shard-%06d.tar"
-DEFAULT_MAX_BYTES = 1 << 30  # ~1 GB: large enough to stream efficiently, small enough to spread over nodes
 _BLOCK = 512  # tar header and data are written in 512-byte blocks
 _KEY_DIGITS = 9
 
@@ -213,18 +212,7 @@ def write_shards(annotation_file: str | os.PathLike, kind: str, image_root: str 
     return report
 
 
-# --------------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``mixkit data shards``."""
-    add_annotation_arguments(parser, image_root_required=True)
-    parser.add_argument("--output", required=True, type=Path, help="folder for the tar shards and shards.json")
-    parser.add_argument("--samples-per-shard", type=int, default=1000, help="most images per shard")
-    parser.add_argument("--max-shard-mb", type=float, default=DEFAULT_MAX_BYTES / 1e6,
-                        help="about the most megabytes per shard")
-    parser.add_argument("--pattern", default=DEFAULT_PATTERN, help="shard file name, with one %%d field")
-    parser.add_argument("--overwrite", action="store_true", help="replace shards already in --output")
+# --------------------------------------------------------------------------------- CLI (options: options.py)
 
 
 def run(args: argparse.Namespace) -> int:

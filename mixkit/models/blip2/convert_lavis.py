@@ -24,14 +24,12 @@ import copy
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
+from mixkit.models.blip2.lavis_options import KINDS, Kind
 
-Kind = Literal["stage1", "opt", "t5"]
-KINDS: tuple[Kind, ...] = get_args(Kind)
 STAGE2: tuple[Kind, ...] = ("opt", "t5")
 
 # Keys the stage-1 model has on top of transformers' Blip2ForImageTextRetrieval (see module docstring).

@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 
 from mixkit.models.blip2.convert_lavis import (
-    KINDS,
     LANGUAGE_MODEL_PREFIXES,
     STAGE2,
     VISION_TOWER_PREFIXES,
@@ -28,6 +27,7 @@ from mixkit.models.blip2.convert_lavis import (
     convert_lavis_state_dict,
     target_keys,
 )
+from mixkit.models.blip2.lavis_options import add_convert_arguments  # main_convert's parser
 from mixkit.models.layout import WEIGHTS_NAME
 
 
@@ -80,26 +80,7 @@ def untie_for_safetensors(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]
     return out
 
 
-# --- command line (exposed for mixkit/cli.py to wire in) -------------------------------------------------------
-
-
-def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--lavis", type=Path, required=True, help="LAVIS .pth checkpoint")
-    parser.add_argument("--kind", choices=KINDS, required=True, help="stage1 (Blip2Qformer), opt or t5")
-    parser.add_argument("--vit", type=Path, help="EVA ViT-g .pth (eva_vit_g.pth) for checkpoints without the ViT")
-    parser.add_argument("--output", type=Path, required=True, help="folder for model.safetensors")
-    parser.add_argument(
-        "--config", type=Path, help="Blip2 config.json (or its folder) to check the converted keys against"
-    )
-    parser.add_argument(
-        "--allow-unmapped", action="store_true", help="write the output even if some LAVIS keys matched no rule"
-    )
-    parser.add_argument(
-        "--base", help="a complete checkpoint (catalogue name or folder, e.g. the Hub's blip2-opt-2.7b) that "
-        "supplies config, tokenizer, preprocessing and the weights LAVIS does not store (the frozen LLM, the ViT): "
-        "the output then loads on its own with from_pretrained"
-    )
-    return parser
+# --- command line (the options are in lavis_options.py, light for mixkit/cli.py) ------------------------------
 
 
 BASE_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",

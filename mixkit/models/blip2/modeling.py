@@ -7,6 +7,7 @@ front of the text embeddings here, so callers never depend on a tokenizer conven
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, Blip2Confi
 
 from mixkit.models.blip2.qformer import QFormer, padding_mask
 from mixkit.models.blip2.vision import VisionTransformer
-from mixkit.models.serialization import load_weights_strict, read_weights, save_weights
+from mixkit.models.serialization import (load_weights_strict, materialize_meta_tensors, parameters_on_meta,
+                                        read_weights, save_weights)
 
 
 def _freeze(module: nn.Module) -> None:
@@ -121,10 +123,15 @@ class Blip2Base(nn.Module):
         cls: type[ModelT], directory: str | Path, allowed_missing_prefixes: tuple[str, ...] = ()
     ) -> ModelT:
         """Build from `config.json` and load `model.safetensors` strictly (a `transformers`-saved folder too).
-        A trainable-only folder first takes every weight from the base model it names."""
+        A trainable-only folder first takes every weight from the base model it names.
+
+        The parameters are built on `meta` and then become the memory-mapped checkpoint tensors: no random
+        initialisation to throw away, one copy in memory. Only weights allowed to be missing get initialised."""
         config = Blip2Config.from_pretrained(directory)
-        model = cls(config)
-        load_weights_strict(model, read_weights_with_base(Path(directory)), allowed_missing_prefixes)
+        with parameters_on_meta():
+            model = cls(config)
+        load_weights_strict(model, read_weights_with_base(Path(directory)), allowed_missing_prefixes, assign=True)
+        materialize_meta_tensors(model, lambda: cls(config))
         return model.eval()
 
 
@@ -248,12 +255,15 @@ class Blip2Model(Blip2Base):
         attention_mask: torch.Tensor | None = None,
         *,
         image_embeds: torch.Tensor | None = None,
+        share_prefill: bool = True,
         **generation_kwargs: Any,
     ) -> torch.Tensor:
         """Generated token ids, new tokens only (no prompt, no decoder start token), right-padded.
 
         Decoder-only prompts must be left-padded (`input_ids` default: the LLM's bos alone);
-        encoder-decoder prompts may be padded either way (default: empty prompt).
+        encoder-decoder prompts may be padded either way (default: empty prompt). With beams, a decoder-only
+        model runs the shared prefix once per row instead of once per beam (`share_prefill`; the encoder of an
+        encoder-decoder model already runs once per row inside `generate`).
         """
         if image_embeds is None:
             image_embeds = self.encode_image(pixel_values)
@@ -269,13 +279,35 @@ class Blip2Model(Blip2Base):
             )
             return sequences[:, 1:]  # drop the decoder start token
         embeds, mask = move_padding_left(inputs.inputs_embeds, inputs.attention_mask)
+        if share_prefill and kwargs.get("num_beams", 1) > 1 and "cache_implementation" not in kwargs:
+            kwargs[_cache_keyword(self.language_model)] = self._shared_prefill(embeds, mask, kwargs["num_beams"])
         return self.language_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
+
+    def _shared_prefill(self, embeds: torch.Tensor, mask: torch.Tensor, num_beams: int) -> Any:
+        """The KV cache of every position but the last, computed once per row and copied to its beams.
+
+        `generate` would repeat each row `num_beams` times and run the whole prefix (32 queries + prompt) for
+        every copy, although all beams of a row share it: here the prefix runs once and its cache is
+        expanded, and `generate` runs only the last position for each beam (it processes the inputs the cache
+        does not hold). Position ids come from the full attention mask either way, and the beams' prefix
+        values are exact copies, so the search sees the same numbers it would compute itself.
+        """
+        cache = self.language_model(inputs_embeds=embeds[:, :-1], attention_mask=mask[:, :-1],
+                                    use_cache=True).past_key_values
+        cache.batch_repeat_interleave(num_beams)
+        return cache
 
     def _empty_prompt(self, batch: int, device: torch.device) -> torch.Tensor:
         if self.is_encoder_decoder:
             return torch.zeros(batch, 0, dtype=torch.long, device=device)
         bos = self.config.text_config.bos_token_id
         return torch.full((batch, 1), bos, dtype=torch.long, device=device)
+
+
+def _cache_keyword(language_model: nn.Module) -> str:
+    """`generate`'s name for a ready KV cache: `cache` in newer `transformers` 5.x, `past_key_values` before."""
+    parameters = inspect.signature(language_model.prepare_inputs_for_generation).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def move_padding_left(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

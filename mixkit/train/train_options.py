@@ -1,0 +1,16 @@
+"""The `mixkit train` parser's own options (the stage and the recipe file), light for `mixkit --help`.
+
+The Trainer's options (`HfArgumentParser` over `mixkit.train.arguments`) are parsed by `train_cli` when the
+command runs; importing them here would import `transformers`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+STAGES = ("blip2-stage1", "blip2-stage2", "blip2-caption")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("stage", choices=STAGES, help="which BLIP-2 stage to train")
+    parser.add_argument("--config", help="recipe file (YAML/JSON, see configs/); command-line options override it")
