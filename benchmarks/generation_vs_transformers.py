@@ -44,6 +44,10 @@ from transformers import Blip2ForConditionalGeneration, Blip2Processor
 folder, task, settings, batch = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
 rows = json.loads(sys.argv[5])  # [[image path, prompt], ...]
 processor = Blip2Processor.from_pretrained(folder)
+# transformers 5.24's processor wants an AddedToken where a saved tokenizer gives a str (the same "<image>").
+from tokenizers import AddedToken
+processor.image_token = AddedToken(str(processor.image_token), normalized=False, special=True)
+processor.tokenizer.padding_side = "left"  # decoder-only generation of prompts of different lengths
 model = Blip2ForConditionalGeneration.from_pretrained(folder).eval()
 texts = []
 with torch.inference_mode():
