@@ -292,8 +292,9 @@ class Blip2Model(Blip2Base):
         does not hold). Position ids come from the full attention mask either way, and the beams' prefix
         values are exact copies, so the search sees the same numbers it would compute itself.
         """
-        cache = self.language_model(inputs_embeds=embeds[:, :-1], attention_mask=mask[:, :-1],
-                                    use_cache=True).past_key_values
+        outputs = self.language_model(inputs_embeds=embeds[:, :-1], attention_mask=mask[:, :-1], use_cache=True)
+        # `cache` in newer transformers 5.x (reading `past_key_values` there warns), `past_key_values` before.
+        cache = outputs.cache if "cache" in outputs else outputs.past_key_values
         cache.batch_repeat_interleave(num_beams)
         return cache
 
