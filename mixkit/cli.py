@@ -32,11 +32,15 @@ def _models(_: argparse.Namespace) -> int:
 def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     from mixkit.apps.predict_config import PREDICT_CONFIGS
 
-    predict = subparsers.add_parser("predict", help="caption images or answer questions about them")
+    predict = subparsers.add_parser("predict", help="caption images, answer questions about them, classify them")
     tasks = predict.add_subparsers(dest="task", required=True, metavar="TASK")
     descriptions = {
         "caption": ("describe each image", "Caption images with a BLIP-2 checkpoint (reference settings)."),
         "vqa": ("answer a question about each image", "Zero-shot visual question answering with a BLIP-2 checkpoint."),
+        "classify": ("zero-shot classify each image among given labels",
+                     "Zero-shot classification with a CLIP checkpoint or a BLIP-2 stage-1 checkpoint (ITC): "
+                     "each label fills the template, and the probabilities are the softmax of the model's scaled "
+                     "image-text similarities."),
     }
     for task, config_type in PREDICT_CONFIGS.items():
         help_text, description = descriptions[task]

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from mixkit.data.tokenizers import newline_token_id, train_bert_tokenizer, train_opt_tokenizer, train_t5_tokenizer
+from mixkit.data.tokenizers import (newline_token_id, train_bert_tokenizer, train_clip_tokenizer, train_opt_tokenizer,
+                                    train_t5_tokenizer)
 from mixkit.data.transforms import ImageProcessorConfig
 from mixkit.models.blip2.modeling import Blip2Model
 from mixkit.models.blip2.reference import reference_settings
@@ -67,6 +68,29 @@ def build_tiny_stage1(directory: str | Path, texts: Sequence[str] = DEFAULT_TEXT
     model = Blip2Stage1Model(config)
     model.save_pretrained(directory)
     ImageProcessorConfig(image_size=image_size).save(directory)
+    return model
+
+
+def build_tiny_clip(directory: str | Path, texts: Sequence[str] = DEFAULT_TEXTS, seed: int = 0,
+                    image_size: int = 32) -> Any:
+    """A `transformers`-saved CLIP folder: a tiny random `CLIPModel` (8 px patches), a CLIP tokenizer trained on
+    `texts` and a `CLIPImageProcessor` at `image_size`; returns the model."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    directory = Path(directory)
+    tokenizer = train_clip_tokenizer(texts, directory)
+    special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+               "pad_token_id": tokenizer.pad_token_id}
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=77, **special)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  image_size=image_size, patch_size=8)
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+    torch.manual_seed(seed)
+    model = CLIPModel(config).eval()
+    model.save_pretrained(directory)
+    size = {"shortest_edge": image_size}
+    CLIPImageProcessor(size=size, crop_size={"height": image_size, "width": image_size}).save_pretrained(directory)
     return model
 
 

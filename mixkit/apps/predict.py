@@ -1,8 +1,9 @@
-"""`mixkit predict caption|vqa`: the seed's run_predict as one command, on the pipeline layer.
+"""`mixkit predict caption|vqa|classify`: the seed's run_predict as one command, on the pipeline layer.
 
 Inputs are checked before the model loads (a missing, non-image or truncated file, an empty question): one
 line on stderr naming the input, exit code 2. Results go to stdout (JSON with `--json`), logs to stderr.
-Library use: `predict_captions(CaptionPredictConfig(...))`, `predict_answers(VqaPredictConfig(...))`; the configs
+Library use: `predict_captions(CaptionPredictConfig(...))`, `predict_answers(VqaPredictConfig(...))`,
+`predict_classify(ClassifyPredictConfig(...))` (CLIP, or a BLIP-2 stage-1 checkpoint's ITC); the configs
 live in `mixkit.apps.predict_config` (light, for the parser) and are importable from here too.
 """
 
@@ -14,7 +15,7 @@ import sys
 
 from PIL import Image
 
-from mixkit.apps.predict_config import CaptionPredictConfig, InputError, VqaPredictConfig
+from mixkit.apps.predict_config import CaptionPredictConfig, ClassifyPredictConfig, InputError, VqaPredictConfig
 from mixkit.data.transforms import ImageLoadError, load_image
 from mixkit.utils.typed_args import dataclass_from_args
 
@@ -83,7 +84,24 @@ def group_by_image(paths: list[str]) -> list[list[int]]:
     return list(rows.values())
 
 
-TASKS = {"caption": (CaptionPredictConfig, predict_captions), "vqa": (VqaPredictConfig, predict_answers)}
+def predict_classify(config: ClassifyPredictConfig) -> list[dict]:
+    """`{"image", "labels", "probs"}` per image, probabilities in label order (softmax of the model's scaled
+    image-text similarities: CLIP's logits, or a BLIP-2 stage-1 checkpoint's ITC logits)."""
+    from mixkit.models.hub import resolve_checkpoint
+
+    config.check()
+    images = load_images(config.image)
+    resolve_checkpoint(config.model)
+    from mixkit.pipelines.auto import load_pipeline
+
+    pipeline = load_pipeline(config.model, task="classify", device=config.device)
+    labels = config.label_list()
+    probs = pipeline.classify(images, labels, template=config.template, batch_size=config.batch_size)
+    return [{"image": path, "labels": labels, "probs": row} for path, row in zip(config.image, probs.tolist())]
+
+
+TASKS = {"caption": (CaptionPredictConfig, predict_captions), "vqa": (VqaPredictConfig, predict_answers),
+         "classify": (ClassifyPredictConfig, predict_classify)}
 
 
 def run(args: argparse.Namespace, task: str) -> int:
@@ -97,11 +115,15 @@ def run(args: argparse.Namespace, task: str) -> int:
     return 0
 
 
-def write_records(records: list[dict[str, str]], as_json: bool) -> None:
+def write_records(records: list[dict], as_json: bool) -> None:
     if as_json:
         print(json.dumps(records, ensure_ascii=False, indent=2))
         return
     for record in records:
+        if "probs" in record:  # classify: the best label and its probability
+            best = max(range(len(record["probs"])), key=record["probs"].__getitem__)
+            print(f"{record['image']}\t{record['labels'][best]}\t{record['probs'][best]:.4f}")
+            continue
         answer = record.get("caption", record.get("answer"))
         question = f"  Q: {record['question']}" if "question" in record else ""
         print(f"{record['image']}{question}\t{answer}")

@@ -1,4 +1,4 @@
-"""The typed options of `mixkit predict caption|vqa`, apart from the code that runs them.
+"""The typed options of `mixkit predict caption|vqa|classify`, apart from the code that runs them.
 
 This module imports no torch, PIL or `transformers`, so building the `mixkit` parser stays fast;
 `mixkit.apps.predict` loads images and models when the command runs.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mixkit.pipelines.options import GenerationOptions, ModelOptions
+from mixkit.pipelines.options import DEFAULT_TEMPLATE, GenerationOptions, ModelOptions, label_prompts
 
 
 class InputError(ValueError):
@@ -44,4 +44,37 @@ class VqaPredictConfig(CaptionPredictConfig):
         return images, questions
 
 
-PREDICT_CONFIGS: dict[str, type[CaptionPredictConfig]] = {"caption": CaptionPredictConfig, "vqa": VqaPredictConfig}
+_MODEL_FIELDS = ModelOptions.__dataclass_fields__  # the same --model/--device help as the other commands
+
+
+@dataclass(kw_only=True)
+class ClassifyPredictConfig:
+    """Both families classify in fp32, so there is no --fp32."""
+
+    model: str = field(metadata=_MODEL_FIELDS["model"].metadata)
+    device: str | None = field(default=None, metadata=_MODEL_FIELDS["device"].metadata)
+    image: list[str] = field(metadata={"help": "one or more image files", "metavar": "PATH"})
+    labels: str = field(metadata={"help": "the candidate labels, comma-separated (e.g. 'cat,dog,car')",
+                                  "metavar": "LIST"})
+    # The CLIP paper's default single prompt (see `mixkit.pipelines.options.DEFAULT_TEMPLATE` for the source).
+    template: str = field(default=DEFAULT_TEMPLATE, metadata={
+        "help": f"the prompt each label fills in at {{}} (default {DEFAULT_TEMPLATE!r}, the CLIP paper's)"})
+    batch_size: int = field(default=8, metadata={"help": "images per forward pass (default 8)"})
+    json: bool = field(default=False, metadata={"help": "print one JSON array instead of text lines"})
+
+    def label_list(self) -> list[str]:
+        """The labels in order, blanks around commas removed."""
+        return [label.strip() for label in self.labels.split(",")]
+
+    def check(self) -> None:
+        """InputError naming the option: no labels, a blank one, a template without {}, a batch below 1."""
+        try:
+            label_prompts(self.label_list(), self.template)
+        except ValueError as error:
+            raise InputError(str(error)) from None
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size: must be >= 1, got {self.batch_size}")
+
+
+PREDICT_CONFIGS: dict[str, type] = {"caption": CaptionPredictConfig, "vqa": VqaPredictConfig,
+                                    "classify": ClassifyPredictConfig}

@@ -11,6 +11,9 @@ saves it. Special-token ids follow the real checkpoints:
   no `<extra_id_*>` sentinels (BLIP-2 does not use them).
 - BERT (WordPiece, `BertTokenizer`): `[PAD]` 0, `[UNK]` 1, `[CLS]` 2, `[SEP]` 3, `[MASK]` 4,
   and `[DEC]` appended as bos, as the BLIP-2 Q-Former adds to bert-base-uncased.
+- CLIP (byte-level BPE with "</w>" word ends, `CLIPTokenizer`): the 256 bytes, the same with "</w>", one
+  token per learned merge, then `<|startoftext|>` and `<|endoftext|>` as the last two ids, as OpenAI's
+  vocabulary is laid out (so `<|endoftext|>` is the largest id, which CLIP's text pooling relies on).
 
 The OPT and T5 tokenizers also get `<image>` as the last id (`tokenizer.image_token`),
 the placeholder transformers' `Blip2Processor` repeats once per query token.
@@ -23,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-from transformers import BertTokenizer, GPT2Tokenizer, PreTrainedTokenizerFast, T5Tokenizer
+from transformers import BertTokenizer, CLIPTokenizer, GPT2Tokenizer, PreTrainedTokenizerFast, T5Tokenizer
 
 IMAGE_TOKEN = "<image>"
 # Named through `extra_special_tokens` so the tokenizer exposes `.image_token` / `.image_token_id`,
@@ -34,6 +37,8 @@ OPT_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
 T5_SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]
 BERT_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 QFORMER_BOS_TOKEN = "[DEC]"
+CLIP_SPECIAL_TOKENS = ["<|startoftext|>", "<|endoftext|>"]
+_CLIP_MAX_LENGTH = 77  # OpenAI CLIP's context length
 # bert-base-uncased and T5 checkpoints declare 512 positions; OPT declares no limit.
 _BERT_T5_MAX_LENGTH = 512
 
@@ -174,6 +179,25 @@ def train_bert_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: 
         truncation_side="right",
         model_max_length=_BERT_T5_MAX_LENGTH,
     )
+    return _save(tokenizer, out_dir)
+
+
+def train_clip_tokenizer(texts: Iterable[str], out_dir: str | Path, merges: int = 100) -> CLIPTokenizer:
+    """At most `merges` BPE merges learned on `texts` with CLIP's normaliser and pre-tokeniser, laid out as
+    OpenAI's vocabulary (bytes, bytes + "</w>", merges, specials); saved as a `CLIPTokenizer` in `out_dir`."""
+    template = CLIPTokenizer()  # only for its normaliser and pre-tokeniser
+    backend = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    backend.normalizer = template.backend_tokenizer.normalizer
+    backend.pre_tokenizer = template.backend_tokenizer.pre_tokenizer
+    byte_alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(vocab_size=2 * len(byte_alphabet) + merges, initial_alphabet=byte_alphabet,
+                                  end_of_word_suffix="</w>", show_progress=False)
+    learned = json.loads(_train(backend, texts, trainer).to_str())["model"]["merges"]
+    base = byte_alphabet + [char + "</w>" for char in byte_alphabet]
+    tokens = base + ["".join(pair) for pair in learned]
+    tokens = list(dict.fromkeys(tokens)) + CLIP_SPECIAL_TOKENS
+    tokenizer = CLIPTokenizer(vocab={token: index for index, token in enumerate(tokens)},
+                              merges=[tuple(pair) for pair in learned], model_max_length=_CLIP_MAX_LENGTH)
     return _save(tokenizer, out_dir)
 
 

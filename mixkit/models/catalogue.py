@@ -10,9 +10,10 @@ from __future__ import annotations
 import difflib
 
 from mixkit.models.blip2.checkpoints import BLIP2_CHECKPOINTS
+from mixkit.models.clip.checkpoints import CLIP_CHECKPOINTS
 from mixkit.models.entry import CheckpointEntry
 
-_CHECKPOINTS: tuple[CheckpointEntry, ...] = (*BLIP2_CHECKPOINTS,)
+_CHECKPOINTS: tuple[CheckpointEntry, ...] = (*BLIP2_CHECKPOINTS, *CLIP_CHECKPOINTS)
 
 
 class UnknownCheckpointError(KeyError, ValueError):

@@ -8,7 +8,7 @@ from mixkit.data.image_stats import CLIP_MEAN, CLIP_STD
 from mixkit.models.settings import PredictionSettings
 
 # Tasks a pipeline can run for an entry; `mixkit.pipelines` maps (family, task) to its methods.
-TASKS = ("caption", "vqa", "retrieval", "itm", "itc")
+TASKS = ("caption", "vqa", "retrieval", "itm", "itc", "classify")
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,13 @@ class CheckpointEntry:
 
     name: str
     description: str
-    family: str  # a folder of mixkit/models/ (e.g. "blip2")
-    kind: str  # the family's own variant label (BLIP-2: "stage1", "opt", "t5")
+    family: str  # a folder of mixkit/models/ (e.g. "blip2", "clip")
+    kind: str  # the family's own variant label (BLIP-2: "stage1", "opt", "t5"; CLIP: "vit-b-32", ...)
     tasks: tuple[str, ...]
     hf_repo: str | None
-    lavis_url: str | None
+    lavis_url: str | None  # None: not a LAVIS model (e.g. CLIP, whose weights come from the Hub only)
     lavis_vit_url: str | None
-    lavis_config: str
+    lavis_config: str  # "" when there is no LAVIS config
     language_model: str | None
     image_size: int
     settings: PredictionSettings | None  # None: the checkpoint generates no text

@@ -23,13 +23,16 @@ PIPELINES_BY_TASK: dict[tuple[str, str], str] = {
     ("blip2", "retrieval"): "mixkit.pipelines.blip2_retrieval:Blip2RetrievalPipeline",
     ("blip2", "itm"): "mixkit.pipelines.blip2_retrieval:Blip2RetrievalPipeline",
     ("blip2", "itc"): "mixkit.pipelines.blip2_retrieval:Blip2RetrievalPipeline",
+    ("blip2", "classify"): "mixkit.pipelines.blip2_retrieval:Blip2RetrievalPipeline",
+    ("clip", "classify"): "mixkit.pipelines.clip:ClipPipeline",
 }
 # `config.json` "architectures" -> (family, its first task).
 ARCHITECTURES: dict[str, tuple[str, str]] = {
     "Blip2ForConditionalGeneration": ("blip2", "caption"),
     "Blip2ForImageTextRetrieval": ("blip2", "retrieval"),
+    "CLIPModel": ("clip", "classify"),
 }
-MODEL_TYPES: dict[str, str] = {"blip-2": "blip2"}
+MODEL_TYPES: dict[str, str] = {"blip-2": "blip2", "clip": "clip"}
 
 
 def _import(target: str) -> type:
@@ -44,6 +47,8 @@ def _config_family_task(directory: Path) -> tuple[str, str]:
         if architecture in ARCHITECTURES:
             return ARCHITECTURES[architecture]
     family = MODEL_TYPES.get(config.get("model_type", ""))
+    if family == "clip":
+        return family, "classify"
     if family is None:
         known = ", ".join(sorted(MODEL_TYPES))
         raise ValueError(f"{directory / CONFIG_NAME}: model_type {config.get('model_type')!r} is not one mixkit "

@@ -6,7 +6,8 @@ Public interface (what retrieval evaluation and `predict match`/`classify` build
 - `image_features(images)`: ViT outputs (kept for ITM) and L2-normalised query embeddings (for ITC);
 - `itc_similarity(image_feats, text_feats)`: the best-query cosine, as LAVIS ranks;
 - `itm_logits(image_embeds, input_ids, attention_mask)`: the match logit per (image, text) pair;
-- `match(images, texts)`: both scores for aligned pairs, as probabilities and cosines.
+- `match(images, texts)`: both scores for aligned pairs, as probabilities and cosines;
+- `classify(images, labels, template)`: zero-shot probabilities over labels from the ITC logits.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
 from mixkit.data.transforms import EvalImageTransform, ImageProcessorConfig
 from mixkit.models.blip2.stage1 import Blip2Stage1Model, ImageFeatures
 from mixkit.models.hub import check_checkpoint_dir, resolve_checkpoint
-from mixkit.pipelines.common import as_images, pick_device
 from mixkit.pipelines.blip2 import ImageInput
+from mixkit.pipelines.common import as_images, batches, pick_device
+from mixkit.pipelines.options import DEFAULT_TEMPLATE, label_prompts
 
 MAX_TEXT_LENGTH = 35  # LAVIS compute_sim_matrix tokenizes retrieval texts to 35 tokens
 
@@ -30,7 +32,7 @@ class Blip2RetrievalPipeline:
     """A stage-1 BLIP-2 checkpoint (Q-Former with text blocks), its BERT tokenizer and image preprocessing."""
 
     family = "blip2"
-    tasks = ("retrieval", "itm", "itc")
+    tasks = ("retrieval", "itm", "itc", "classify")
 
     def __init__(self, model: Blip2Stage1Model, tokenizer: PreTrainedTokenizerBase,
                  image_config: ImageProcessorConfig, device: torch.device | str = "cpu"):
@@ -94,6 +96,17 @@ class Blip2RetrievalPipeline:
         logits = self.model.itm_logits(features.image_embeds, tokens.input_ids.to(self.device),
                                        tokens.attention_mask.to(self.device))
         return {"itm": logits.softmax(-1)[:, 1].float().cpu().tolist(), "itc": cosine.float().cpu().tolist()}
+
+    @torch.no_grad()
+    def classify(self, images: Sequence[ImageInput], labels: Sequence[str], template: str = DEFAULT_TEMPLATE,
+                 batch_size: int = 8) -> torch.Tensor:
+        """[images, labels] probabilities on the CPU: softmax over labels of the ITC logits (best-query cosine
+        divided by the learned `temp`), labels in order."""
+        tokens = self.tokenize(label_prompts(labels, template))
+        text_feats = self.text_features(tokens.input_ids, tokens.attention_mask)
+        probs = [self.model.similarity(self.image_features(batch).image_feats, text_feats).softmax(-1).float().cpu()
+                 for batch in batches(list(images), batch_size)]
+        return torch.cat(probs)
 
 
 __all__ = ["MAX_TEXT_LENGTH", "Blip2RetrievalPipeline"]

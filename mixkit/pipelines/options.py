@@ -6,9 +6,24 @@ checkpoint's own setting" (see `mixkit.pipelines.settings`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mixkit.models.settings import GenerationSettings
+
+# Zero-shot classification's single prompt. The CLIP paper (Radford et al. 2021, arXiv 2103.00020, section
+# 3.1.4) found "A photo of a {label}." a good default when one template is used (OpenAI's 80-template ImageNet
+# ensemble, e.g. open_clip's OPENAI_IMAGENET_TEMPLATES, starts from "a bad photo of a {}." and is not used here).
+DEFAULT_TEMPLATE = "a photo of a {}."
+
+
+def label_prompts(labels: Sequence[str], template: str) -> list[str]:
+    """One prompt per label, in order; a template without `{}`, no labels or a blank one is a ValueError."""
+    if "{}" not in template:
+        raise ValueError(f"--template: {template!r} has no {{}} for the label")
+    if not labels or any(not label.strip() for label in labels):
+        raise ValueError(f"--labels: give one or more non-empty labels, got {list(labels)}")
+    return [template.format(label.strip()) for label in labels]
 
 
 @dataclass(kw_only=True)

@@ -20,9 +20,14 @@ EXPECTED_NAMES = [
     "blip2-caption-opt2.7b",
     "blip2-caption-opt6.7b",
     "blip2-caption-flant5xl",
+    "clip-vit-b-32",
+    "clip-vit-b-16",
+    "clip-vit-l-14",
 ]
 LAVIS_PREFIX = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/"
 ENTRIES = list_checkpoints()
+BLIP2_ENTRIES = list_checkpoints("blip2")
+CLIP_ENTRIES = list_checkpoints("clip")
 
 
 def test_names_are_exactly_the_articles() -> None:
@@ -55,7 +60,7 @@ def test_entries_are_frozen() -> None:
         ENTRIES[0].name = "x"  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+@pytest.mark.parametrize("entry", BLIP2_ENTRIES, ids=lambda e: e.name)
 def test_entry_shape_is_consistent(entry: CheckpointEntry) -> None:
     assert entry.family == "blip2"
     assert (entry.mean, entry.std) == (CLIP_MEAN, CLIP_STD)
@@ -64,7 +69,7 @@ def test_entry_shape_is_consistent(entry: CheckpointEntry) -> None:
     lm_prefix = {"stage1": None, "opt": "facebook/opt-", "t5": "google/flan-t5-"}[entry.kind]
     if lm_prefix is None:
         assert entry.language_model is None and entry.settings is None
-        assert entry.tasks == ("retrieval", "itm", "itc")
+        assert entry.tasks == ("retrieval", "itm", "itc", "classify")
     else:
         settings = entry.settings
         assert entry.language_model is not None and entry.language_model.startswith(lm_prefix)
@@ -76,7 +81,15 @@ def test_entry_shape_is_consistent(entry: CheckpointEntry) -> None:
     assert all(score.source for score in entry.paper_scores)
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+@pytest.mark.parametrize("entry", CLIP_ENTRIES, ids=lambda e: e.name)
+def test_clip_entries_are_hub_only_classifiers(entry: CheckpointEntry) -> None:
+    assert (entry.family, entry.tasks, entry.settings, entry.image_size) == ("clip", ("classify",), None, 224)
+    assert entry.hf_repo is not None and entry.hf_repo.startswith("openai/clip-vit-")
+    assert (entry.lavis_url, entry.lavis_vit_url, entry.lavis_config, entry.language_model) == (None, None, "", None)
+    assert (entry.mean, entry.std) == (CLIP_MEAN, CLIP_STD)
+
+
+@pytest.mark.parametrize("entry", BLIP2_ENTRIES, ids=lambda e: e.name)
 def test_caption_and_pretrained_preprocessing(entry: CheckpointEntry) -> None:
     if entry.name.startswith("blip2-caption-"):
         assert (entry.prompt, entry.image_size) == ("a photo of", 364)
@@ -115,4 +128,5 @@ def test_entries_reject_inconsistent_tasks_and_settings() -> None:
 
 
 def test_family_filter() -> None:
-    assert list_checkpoints("blip2") == ENTRIES and list_checkpoints("clip") == []
+    assert BLIP2_ENTRIES + CLIP_ENTRIES == ENTRIES and len(CLIP_ENTRIES) == 3
+    assert list_checkpoints("blip") == []

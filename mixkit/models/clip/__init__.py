@@ -1,0 +1,1 @@
+"""mixkit.models.clip: the CLIP family (run on `transformers`' CLIPModel; this folder holds its catalogue)."""
