@@ -3,6 +3,7 @@ here) for the tests, the benchmarks and users' own tests. Nothing in the library
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -126,3 +127,21 @@ def save_transformers_blip2(directory: str | Path, seed: int = 4) -> tuple[Any, 
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     return model, processor
+
+
+def update_config(directory: str | Path, section: str, **values: Any) -> None:
+    """Change fields of one sub-config (`text_config`, `qformer_config`, ...) of a saved `config.json`."""
+    path = Path(directory) / "config.json"
+    config = json.loads(path.read_text())
+    config[section].update(values)
+    path.write_text(json.dumps(config))
+
+
+def build_tiny_training_setup(shapes_dir: str | Path, model_dir: str | Path, num_train: int = 4) -> None:
+    """A small shapes set (32 px) and a tiny OPT BLIP-2 whose tokenizer is trained on its captions: what the
+    training tests start from."""
+    from mixkit.data.shapes import ShapesConfig, write_shapes_dataset
+
+    write_shapes_dataset(Path(shapes_dir), ShapesConfig(num_train=num_train, num_val=1, num_test=1, image_size=32))
+    records = json.loads((Path(shapes_dir) / "annotations/caption_train.json").read_text())
+    build_tiny_predictor(model_dir, "opt", [record["caption"] for record in records], weight_std=0.05)

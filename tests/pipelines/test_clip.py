@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -34,16 +33,6 @@ def stage1_folder(tmp_path_factory) -> Path:
     build_tiny_stage1(directory)
     return directory
 
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory) -> list[Path]:
-    folder = tmp_path_factory.mktemp("images")
-    paths = []
-    for index, (height, width) in enumerate([(40, 64), (32, 32), (90, 50)]):
-        pixels = np.random.RandomState(index).randint(0, 255, (height, width, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / f"image{index}.png")
-        paths.append(folder / f"image{index}.png")
-    return paths
 
 
 def _classify_json(model: Path, images: list[Path], *extra: str, capsys) -> list[dict]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -21,17 +20,6 @@ def checkpoint(request, tmp_path_factory) -> Path:
     build_tiny_predictor(directory, request.param)
     return directory
 
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory) -> list[Path]:
-    folder = tmp_path_factory.mktemp("images")
-    paths = []
-    for index, (height, width) in enumerate([(40, 64), (32, 32), (90, 50)]):
-        pixels = np.random.RandomState(index).randint(0, 255, (height, width, 3), dtype=np.uint8)
-        path = folder / f"image{index}.png"
-        Image.fromarray(pixels).save(path)
-        paths.append(path)
-    return paths
 
 
 QUESTIONS = ["what color is the circle?", "is there a large red square on the left of the image?", "how many?"]

@@ -36,20 +36,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def stage2_setup(tmp_path_factory) -> tuple[Path, Path]:
-    from mixkit.testing import build_tiny_predictor
-    from mixkit.data.shapes import ShapesConfig, write_shapes_dataset
+    from mixkit.testing import build_tiny_training_setup, update_config
 
-    shapes = tmp_path_factory.mktemp("shapes")
-    write_shapes_dataset(shapes, ShapesConfig(num_train=4, num_val=1, num_test=1, image_size=32))
-    records = json.loads((shapes / "annotations/caption_train.json").read_text())
     # Random crops and flips stay on: they are seeded per sample, so a sample gets the same pixels in either layout.
-    model = tmp_path_factory.mktemp("tiny-opt")
-    build_tiny_predictor(model, "opt", [r["caption"] for r in records], weight_std=0.05)
+    shapes, model = tmp_path_factory.mktemp("shapes"), tmp_path_factory.mktemp("tiny-opt")
+    build_tiny_training_setup(shapes, model)
     # The tiny LM already has dropout 0; the Q-Former's hidden and attention dropout (0.1) would draw different
     # masks in each process, so it is switched off: what is compared is the arithmetic, not the RNG streams.
-    config = json.loads((model / "config.json").read_text())
-    config["qformer_config"].update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (model / "config.json").write_text(json.dumps(config))
+    update_config(model, "qformer_config", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     return model, shapes
 
 

@@ -4,7 +4,6 @@ on in evaluation or prediction. The frozen ViT stays in eval mode."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from mixkit.data.tokenizers import train_opt_tokenizer
 from mixkit.models.blip2.modeling import Blip2Model
 from mixkit.models.blip2.tiny import tiny_blip2_config
 from mixkit.pipelines.blip2 import Blip2Pipeline
-from mixkit.testing import DEFAULT_TEXTS, build_tiny_predictor, randomize_
+from mixkit.testing import DEFAULT_TEXTS, build_tiny_predictor, randomize_, update_config
 from mixkit.train import stage2_task
 from mixkit.train.collators import Stage2Collator, to_batch
 from mixkit.train.stage2_task import Stage2Batch, Stage2Task
@@ -41,9 +40,7 @@ def checkpoint(tmp_path_factory) -> Path:
     """A tiny OPT BLIP-2 whose language model has dropout 0.1, as the real OPT and Flan-T5 configs do."""
     directory = tmp_path_factory.mktemp("opt")
     build_tiny_predictor(directory, "opt")
-    config = json.loads((directory / "config.json").read_text())
-    config["text_config"]["dropout"] = 0.1
-    (directory / "config.json").write_text(json.dumps(config))
+    update_config(directory, "text_config", dropout=0.1)
     return directory
 
 

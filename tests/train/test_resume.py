@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from mixkit.testing import build_tiny_predictor
+from mixkit.testing import build_tiny_predictor, update_config
 from mixkit.data.shapes import ShapesConfig, write_shapes_dataset
 from mixkit.train.train_cli import main
 from mixkit.train.trainer import COMPLETE_MARKER, last_complete_checkpoint
@@ -46,9 +46,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
     write_shapes_dataset(shapes, ShapesConfig(num_train=2, num_val=1, num_test=1, image_size=32))
     records = json.loads((shapes / "annotations/caption_train.json").read_text())
     build_tiny_predictor(tmp_path / "model", "opt", [r["caption"] for r in records], weight_std=0.05)
-    config = json.loads((tmp_path / "model" / "config.json").read_text())
-    config["text_config"]["dropout"] = 0.1  # the frozen OPT's dropout is on in training, as in LAVIS
-    (tmp_path / "model" / "config.json").write_text(json.dumps(config))
+    update_config(tmp_path / "model", "text_config", dropout=0.1)  # the frozen OPT's dropout is on, as in LAVIS
     # Random crops, flips (seeded per sample, epoch and seed), the Q-Former's and the frozen LLM's dropout (the
     # RNG state the checkpoint restores) all stay on: the resumed run must reproduce them exactly.
     threads = torch.get_num_threads()

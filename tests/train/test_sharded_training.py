@@ -19,19 +19,13 @@ STEPS = 12  # 20 captions at a global batch of 4: 5 steps per epoch, so the run 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> tuple[Path, Path]:
-    from mixkit.data.shapes import ShapesConfig, write_shapes_dataset
-    from mixkit.testing import build_tiny_predictor
+    from mixkit.testing import build_tiny_training_setup, update_config
 
-    shapes = tmp_path_factory.mktemp("shapes")
-    write_shapes_dataset(shapes, ShapesConfig(num_train=4, num_val=1, num_test=1, image_size=32))
-    records = json.loads((shapes / "annotations/caption_train.json").read_text())
-    model = tmp_path_factory.mktemp("tiny-opt")
-    build_tiny_predictor(model, "opt", [r["caption"] for r in records], weight_std=0.05)
+    shapes, model = tmp_path_factory.mktemp("shapes"), tmp_path_factory.mktemp("tiny-opt")
+    build_tiny_training_setup(shapes, model)
     # Dropout on everywhere (the frozen LLM's too, as LAVIS): both layouts draw the same masks on each rank, and a
     # resumed run must restore every process's RNG state to reproduce them.
-    config = json.loads((model / "config.json").read_text())
-    config["text_config"]["dropout"] = 0.1
-    (model / "config.json").write_text(json.dumps(config))
+    update_config(model, "text_config", dropout=0.1)
     return model, shapes
 
 

@@ -9,6 +9,7 @@ import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -34,13 +35,10 @@ class ShardInfo:
     num_bytes: int
 
 
-@dataclass(frozen=True)
-class ShardIndex:
-    """The contents of ``shards.json``; `root` is the folder the shard names are relative to."""
+class ShardTotals:
+    """Totals over a `shards` sequence of `ShardInfo`, for the index and for a writing report."""
 
-    root: Path
-    kind: str
-    shards: tuple[ShardInfo, ...]
+    shards: Sequence[ShardInfo]
 
     @property
     def num_samples(self) -> int:
@@ -49,6 +47,15 @@ class ShardIndex:
     @property
     def num_images(self) -> int:
         return sum(shard.num_images for shard in self.shards)
+
+
+@dataclass(frozen=True)
+class ShardIndex(ShardTotals):
+    """The contents of ``shards.json``; `root` is the folder the shard names are relative to."""
+
+    root: Path
+    kind: str
+    shards: tuple[ShardInfo, ...]
 
     def path(self, shard: int) -> Path:
         return self.root / self.shards[shard].name

@@ -18,7 +18,7 @@ from mixkit.data.records import lavis_image_id as eval_image_id
 from mixkit.data.transforms import ImageLoadError, load_image
 from mixkit.data.validation import AnnotationError, read_records, validate_annotations
 from mixkit.data.shards.options import DEFAULT_MAX_BYTES, DEFAULT_PATTERN
-from mixkit.data.shards.index import INDEX_FORMAT, INDEX_NAME, INDEX_VERSION, ShardInfo
+from mixkit.data.shards.index import INDEX_FORMAT, INDEX_NAME, INDEX_VERSION, ShardInfo, ShardTotals
 
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ _KEY_DIGITS = 9
 
 
 @dataclass
-class ShardsReport:
+class ShardsReport(ShardTotals):
     """What `write_shards` wrote and what it left out."""
 
     index_path: Path
@@ -38,14 +38,6 @@ class ShardsReport:
     shards: list[ShardInfo]
     skipped_images: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
     skipped_records: int = 0
-
-    @property
-    def num_images(self) -> int:
-        return sum(shard.num_images for shard in self.shards)
-
-    @property
-    def num_samples(self) -> int:
-        return sum(shard.num_samples for shard in self.shards)
 
     def summary(self) -> str:
         return (f"{self.index_path}: {len(self.shards)} shards, {self.num_images} images, "

@@ -7,6 +7,7 @@ front of the text embeddings here, so callers never depend on a tokenizer conven
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 from dataclasses import dataclass
@@ -307,7 +308,12 @@ class Blip2Model(Blip2Base):
 
 def _cache_keyword(language_model: nn.Module) -> str:
     """`generate`'s name for a ready KV cache: `cache` in newer `transformers` 5.x, `past_key_values` before."""
-    parameters = inspect.signature(language_model.prepare_inputs_for_generation).parameters
+    return _cache_keyword_of(type(language_model))
+
+
+@functools.cache
+def _cache_keyword_of(model_class: type) -> str:  # a signature lookup per class, not per generate call
+    parameters = inspect.signature(model_class.prepare_inputs_for_generation).parameters
     return "cache" if "cache" in parameters else "past_key_values"
 
 
