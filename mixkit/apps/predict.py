@@ -45,9 +45,10 @@ def load_checked(config: CaptionPredictConfig):
         raise InputError(str(error)) from None
     images = load_images(config.pairs()[0] if isinstance(config, VqaPredictConfig) else config.image)
     resolve_checkpoint(config.model)
-    from mixkit.pipelines.blip2 import Blip2Pipeline
+    from mixkit.pipelines.auto import load_pipeline
 
-    pipeline = Blip2Pipeline.from_pretrained(config.model, device=config.device, fp32=config.fp32)
+    task = "vqa" if isinstance(config, VqaPredictConfig) else "caption"
+    pipeline = load_pipeline(config.model, task=task, device=config.device, fp32=config.fp32)
     base = pipeline.settings.vqa if isinstance(config, VqaPredictConfig) else pipeline.settings.caption
     try:
         return pipeline, images, config.apply(base)

@@ -107,13 +107,13 @@ def score_table(metrics: dict) -> str:
 
 def evaluate_caption(config: CaptionEvalConfig, ctx: DistContext | None = None) -> dict | None:
     """The whole run; the metrics on rank 0, None on the other ranks."""
-    from mixkit.pipelines.blip2 import Blip2Pipeline
+    from mixkit.pipelines.auto import load_pipeline
 
     ctx = ctx or DistContext()
     check_config(config)
     units, gt = load_inputs(config)
-    pipeline = load_model(lambda: Blip2Pipeline.from_pretrained(config.model, ctx.device(config.device),
-                                                                config.fp32), config.model)
+    pipeline = load_model(lambda: load_pipeline(config.model, task="caption", device=ctx.device(config.device),
+                                                          fp32=config.fp32), config.model)
     prompt = pipeline.settings.prompt if config.prompt is None else config.prompt
     batch = CaptionBatch(pipeline, generation_settings(config, pipeline.settings.caption), prompt)
     options = RunOptions(config.output_dir, "image_id", config.batch_size, config.save_every, config.resume)

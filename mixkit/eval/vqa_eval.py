@@ -128,13 +128,13 @@ def score_table(metrics: dict) -> str:
 
 def evaluate_vqa(config: VqaEvalConfig, ctx: DistContext | None = None) -> dict | None:
     """The whole run; the metrics on rank 0, None on the other ranks."""
-    from mixkit.pipelines.blip2 import Blip2Pipeline
+    from mixkit.pipelines.auto import load_pipeline
 
     ctx = ctx or DistContext()
     check_config(config)
     inputs = load_inputs(config)
-    pipeline = load_model(lambda: Blip2Pipeline.from_pretrained(config.model, ctx.device(config.device),
-                                                                config.fp32), config.model)
+    pipeline = load_model(lambda: load_pipeline(config.model, task="vqa", device=ctx.device(config.device),
+                                                          fp32=config.fp32), config.model)
     template = pipeline.settings.vqa_prompt if config.prompt is None else config.prompt
     if "{}" not in template:
         raise EvalInputError(f"--prompt {template!r}: a VQA prompt needs a {{}} for the question")

@@ -8,7 +8,7 @@ from mixkit.data.image_stats import CLIP_MEAN, CLIP_STD
 from mixkit.models.settings import PredictionSettings
 
 # Tasks a pipeline can run for an entry; `mixkit.pipelines` maps (family, task) to its methods.
-TASKS = ("caption", "vqa", "retrieval", "itm", "itc", "classify")
+TASKS = ("caption", "vqa", "chat", "retrieval", "itm", "itc", "classify", "match", "grounding")
 
 
 @dataclass(frozen=True)

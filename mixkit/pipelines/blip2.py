@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from mixkit.data.text import clean_question
@@ -29,11 +28,10 @@ from mixkit.models.catalogue import get_checkpoint
 from mixkit.models.entry import CheckpointEntry
 from mixkit.models.hub import identify_checkpoint, resolve_checkpoint
 from mixkit.models.settings import GenerationSettings, PredictionSettings
-from mixkit.pipelines.common import as_images, batches, half_dtype, pick_device
+from mixkit.pipelines.common import ImageInput, as_images, batches, half_dtype, pick_device
 from mixkit.pipelines.settings import resolve_prediction_settings
 
 logger = logging.getLogger(__name__)
-ImageInput = Image.Image | str | Path
 
 
 def check_special_tokens(model: Blip2Model, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:

@@ -21,7 +21,7 @@ from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
 from mixkit.data.transforms import EvalImageTransform, ImageProcessorConfig
 from mixkit.models.blip2.stage1 import Blip2Stage1Model, ImageFeatures
 from mixkit.models.hub import check_checkpoint_dir, resolve_checkpoint
-from mixkit.pipelines.blip2 import ImageInput
+from mixkit.pipelines.common import ImageInput
 from mixkit.pipelines.common import as_images, batches, pick_device
 from mixkit.pipelines.options import DEFAULT_TEMPLATE, label_prompts
 

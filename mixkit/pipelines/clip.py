@@ -15,7 +15,7 @@ import torch
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel, PreTrainedTokenizerBase
 
 from mixkit.models.hub import check_checkpoint_dir, resolve_checkpoint
-from mixkit.pipelines.blip2 import ImageInput
+from mixkit.pipelines.common import ImageInput
 from mixkit.pipelines.common import as_images, batches, pick_device
 from mixkit.pipelines.options import DEFAULT_TEMPLATE, label_prompts
 

@@ -10,6 +10,8 @@ from PIL import Image
 
 from mixkit.data.transforms import load_image
 
+ImageInput = Image.Image | str | Path  # a decoded image or a file to decode
+
 
 def pick_device(device: str | torch.device | None) -> torch.device:
     if device:
@@ -29,6 +31,6 @@ def batches(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start : start + size]
 
 
-def as_images(images: Sequence[Image.Image | str | Path]) -> list[Image.Image]:
+def as_images(images: Sequence[ImageInput]) -> list[Image.Image]:
     """PIL images as given, files decoded to RGB (`ImageLoadError` names a bad file)."""
     return [image if isinstance(image, Image.Image) else load_image(image) for image in images]
