@@ -19,6 +19,10 @@ def __getattr__(name: str) -> Any:
         from mixkit.pipelines.auto import load_pipeline
 
         return load_pipeline
+    if name == "Appflow":
+        from mixkit.apps.appflow.flow import Appflow
+
+        return Appflow
     if name == "library_versions":
         from mixkit.utils.versions import library_versions
 

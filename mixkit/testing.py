@@ -95,6 +95,31 @@ def build_tiny_clip(directory: str | Path, texts: Sequence[str] = DEFAULT_TEXTS,
     return model
 
 
+def build_tiny_eva_clip(directory: str | Path, texts: Sequence[str] = DEFAULT_TEXTS, seed: int = 0,
+                        image_size: int = 32) -> Any:
+    """An EVA-CLIP folder: a tiny random `EvaClipModel` (EVA-02 vision tower, 8 px patches, rotary tables for
+    the 4x4 grid), a CLIP tokenizer trained on `texts` and a `CLIPImageProcessor`; returns the model."""
+    from transformers import CLIPImageProcessor
+
+    from mixkit.models.clip.eva_clip import EvaClipModel
+    from mixkit.models.clip.eva_config import EvaClipConfig, EvaVisionConfig
+
+    directory = Path(directory)
+    tokenizer = train_clip_tokenizer(texts, directory)
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=77, hidden_act="gelu",
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)
+    vision = EvaVisionConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+                             image_size=image_size, patch_size=8)
+    torch.manual_seed(seed)
+    model = EvaClipModel(EvaClipConfig(vision_config=vision, text_config=text, projection_dim=16)).eval()
+    model.save_pretrained(directory)
+    size = {"shortest_edge": image_size}
+    CLIPImageProcessor(size=size, crop_size={"height": image_size, "width": image_size}).save_pretrained(directory)
+    return model
+
+
 def randomize_(model: torch.nn.Module, seed: int, std: float) -> torch.nn.Module:
     """Every parameter random (norm scales around 1), so tiny models give varied, non-degenerate outputs."""
     generator = torch.Generator().manual_seed(seed)
@@ -145,3 +170,148 @@ def build_tiny_training_setup(shapes_dir: str | Path, model_dir: str | Path, num
     write_shapes_dataset(Path(shapes_dir), ShapesConfig(num_train=num_train, num_val=1, num_test=1, image_size=32))
     records = json.loads((Path(shapes_dir) / "annotations/caption_train.json").read_text())
     build_tiny_predictor(model_dir, "opt", [record["caption"] for record in records], weight_std=0.05)
+
+
+def train_blip_tokenizer(texts: Sequence[str], directory: str | Path) -> Any:
+    """A WordPiece BERT tokenizer trained on `texts` with BLIP's two extra tokens, as LAVIS's `init_tokenizer` adds
+    them to bert-base-uncased: `[DEC]` as bos, then `[ENC]` as an additional special token; saved in `directory`."""
+    tokenizer = train_bert_tokenizer(texts, directory, vocab_size=300)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
+    tokenizer.save_pretrained(str(directory))
+    return tokenizer
+
+
+def tiny_blip_config_for(tokenizer: Any, image_size: int = 32) -> Any:
+    """A tiny `BlipConfig` whose vocabulary and special ids are `tokenizer`'s."""
+    from mixkit.models.blip.tiny import tiny_blip_config
+
+    return tiny_blip_config(len(tokenizer), image_size, bos_token_id=tokenizer.bos_token_id,
+                            sep_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id)
+
+
+TRANSFORMERS_BLIP_CLASSES = ("BlipForConditionalGeneration", "BlipForQuestionAnswering", "BlipForImageTextRetrieval")
+
+
+def save_transformers_blip(directory: str | Path, architecture: str, texts: Sequence[str] = DEFAULT_TEXTS,
+                           seed: int = 0, image_size: int = 32) -> Any:
+    """A tiny BLIP folder written by `transformers` itself (`architecture` one of its three BLIP heads, random
+    weights), with a BLIP tokenizer trained on `texts` and a `BlipImageProcessor` config; returns the model."""
+    import transformers
+
+    if architecture not in TRANSFORMERS_BLIP_CLASSES:
+        raise ValueError(f"architecture must be one of {TRANSFORMERS_BLIP_CLASSES}, got {architecture!r}")
+    directory = Path(directory)
+    tokenizer = train_blip_tokenizer(texts, directory)
+    torch.manual_seed(seed)
+    model = getattr(transformers, architecture)(tiny_blip_config_for(tokenizer, image_size))
+    randomize_(model, seed, std=0.15)
+    model.save_pretrained(directory)
+    ImageProcessorConfig(image_size=image_size).save(directory)  # BlipImageProcessor's layout
+    return model
+
+
+def build_tiny_blip(directory: str | Path, architecture: str = "BlipForPreTraining",
+                    texts: Sequence[str] = DEFAULT_TEXTS, seed: int = 0, image_size: int = 32,
+                    weight_std: float = 0.15) -> Any:
+    """A complete mixkit BLIP folder (any architecture of `mixkit.models.blip.modeling`, random weights, BLIP
+    tokenizer trained on `texts`, preprocessing, LAVIS's settings); returns the `BlipPipeline`."""
+    from mixkit.models.blip.modeling import BlipModel
+    from mixkit.models.blip.reference import lavis_settings
+    from mixkit.pipelines.blip import BlipPipeline
+
+    directory = Path(directory)
+    tokenizer = train_blip_tokenizer(texts, directory)
+    torch.manual_seed(seed)
+    model = randomize_(BlipModel(tiny_blip_config_for(tokenizer, image_size), architecture), seed, weight_std)
+    with torch.no_grad():
+        if hasattr(model, "temp"):
+            model.temp.fill_(0.07)
+    pipeline = BlipPipeline(model, tokenizer, ImageProcessorConfig(image_size=image_size), lavis_settings(),
+                            directory=directory)
+    pipeline.save_pretrained(directory)
+    return pipeline
+
+
+def build_tiny_albef(directory: str | Path, architecture: str = "AlbefForPreTraining",
+                     texts: Sequence[str] = DEFAULT_TEXTS, seed: int = 0, image_size: int = 32,
+                     weight_std: float = 0.15) -> Any:
+    """A complete mixkit ALBEF folder (any architecture of `mixkit.models.albef.modeling`, random weights, a BERT
+    tokenizer trained on `texts`, preprocessing); returns the `AlbefPipeline`."""
+    from mixkit.models.albef.modeling import AlbefModel
+    from mixkit.models.albef.tiny import tiny_albef_config
+    from mixkit.models.blip.reference import folder_settings
+    from mixkit.pipelines.albef import AlbefPipeline
+
+    directory = Path(directory)
+    tokenizer = train_bert_tokenizer(texts, directory, vocab_size=300)
+    config = tiny_albef_config(len(tokenizer), image_size, cls_token_id=tokenizer.cls_token_id,
+                               sep_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    model = randomize_(AlbefModel(config, architecture), seed, weight_std)
+    with torch.no_grad():
+        if hasattr(model, "temp"):
+            model.temp.fill_(0.07)
+    pipeline = AlbefPipeline(model, tokenizer, ImageProcessorConfig(image_size=image_size), folder_settings(),
+                             directory=directory)
+    pipeline.save_pretrained(directory)
+    return pipeline
+
+
+def build_tiny_minigpt4(directory: str | Path, variant: str = "vicuna0", texts: Sequence[str] = DEFAULT_TEXTS,
+                        seed: int = 0, image_size: int = 32, weight_std: float = 0.15) -> Any:
+    """A complete MiniGPT-4 / MiniGPT-v2 folder (`variant` vicuna0, llama2 or minigptv2): random weights (LoRA
+    included), a LLaMA-layout tokenizer trained on `texts` plus the templates' words, preprocessing and the
+    reference settings; returns the `MiniGPT4Pipeline`."""
+    from mixkit.data.tokenizers import train_llama_tokenizer
+    from mixkit.models.minigpt4.modeling import MiniGPT4Model
+    from mixkit.models.minigpt4.templates import TEMPLATES, reference_settings as minigpt4_settings
+    from mixkit.models.minigpt4.tiny import tiny_minigpt4_config
+    from mixkit.pipelines.minigpt4 import MiniGPT4Pipeline
+
+    directory = Path(directory)
+    template_words = [t.system + t.user_role + t.assistant_role + t.sep + " " + t.training_template
+                      for t in TEMPLATES.values()] * 3
+    with tempfile.TemporaryDirectory() as scratch:
+        tokenizer = train_llama_tokenizer([*texts, *template_words], scratch, vocab_size=500)
+    config = tiny_minigpt4_config(variant, len(tokenizer), image_size, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    model = randomize_(MiniGPT4Model(config), seed, weight_std)
+    pipeline = MiniGPT4Pipeline(model, tokenizer, ImageProcessorConfig(image_size=image_size),
+                                minigpt4_settings(variant))
+    pipeline.save_pretrained(directory)
+    return pipeline
+
+
+def save_transformers_instructblip(directory: str | Path, language_model: str = "opt",
+                                   texts: Sequence[str] = DEFAULT_TEXTS, seed: int = 3,
+                                   weight_std: float = 0.15) -> tuple[Any, Any]:
+    """A tiny InstructBLIP folder written by `transformers` itself (`InstructBlipForConditionalGeneration` with an
+    OPT or Flan-T5 LLM, random weights, and `InstructBlipProcessor.save_pretrained`: LLM tokenizer, BERT
+    `qformer_tokenizer/`, image processor), as the Hub's folders are; returns (model, processor)."""
+    from tokenizers import AddedToken
+    from transformers import BlipImageProcessor, InstructBlipForConditionalGeneration, InstructBlipProcessor
+
+    from mixkit.models.instructblip.tiny import tiny_instructblip_config
+
+    directory = Path(directory)
+    with tempfile.TemporaryDirectory() as scratch:
+        train = train_opt_tokenizer if language_model == "opt" else train_t5_tokenizer
+        tokenizer = train(texts, Path(scratch) / "llm", vocab_size=300 if language_model == "opt" else 200)
+        qformer_tokenizer = train_bert_tokenizer(texts, Path(scratch) / "qformer", vocab_size=300)
+    config = tiny_instructblip_config(language_model, vocab_size=len(tokenizer),
+                                      qformer_vocab_size=len(qformer_tokenizer),
+                                      image_token_index=tokenizer.convert_tokens_to_ids("<image>"))
+    config.qformer_config.pad_token_id = qformer_tokenizer.pad_token_id
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if getattr(tokenizer, name) is not None:
+            setattr(config.text_config, name, getattr(tokenizer, name))
+    model = randomize_(InstructBlipForConditionalGeneration(config), seed=seed, std=weight_std)
+    processor = InstructBlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
+                                      tokenizer=tokenizer, qformer_tokenizer=qformer_tokenizer,
+                                      num_query_tokens=config.num_query_tokens)
+    # transformers 5.24's processor expects an AddedToken where tokenizers saved with extra_special_tokens give a
+    # str (REFERENCE.md); the token itself is the same "<image>".
+    processor.image_token = AddedToken("<image>", normalized=False, special=True)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return model, processor

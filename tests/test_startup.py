@@ -21,6 +21,7 @@ HELP_COMMANDS = (
     [], ["models"], ["predict"], ["predict", "caption"], ["predict", "vqa"], ["convert"], ["convert", "lavis"],
     ["score"], ["score", "vqa"], ["score", "caption"], ["eval"], ["eval", "vqa"], ["eval", "caption"],
     ["eval", "retrieval"], ["data"], ["data", "check"], ["data", "shards"], ["train"], ["demo"],
+    ["serve"],
 )
 
 _PROBE = """

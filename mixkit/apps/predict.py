@@ -15,8 +15,10 @@ import sys
 
 from PIL import Image
 
-from mixkit.apps.predict_config import CaptionPredictConfig, ClassifyPredictConfig, InputError, VqaPredictConfig
+from mixkit.apps.predict_config import (CaptionPredictConfig, ChatPredictConfig, ClassifyPredictConfig, InputError,
+                                       MatchPredictConfig, VqaPredictConfig)
 from mixkit.data.transforms import ImageLoadError, load_image
+from mixkit.utils.console import library_output_to_stderr
 from mixkit.utils.typed_args import dataclass_from_args
 
 USAGE_ERROR = 2
@@ -66,14 +68,44 @@ def predict_captions(config: CaptionPredictConfig) -> list[dict[str, str]]:
 def predict_answers(config: VqaPredictConfig) -> list[dict[str, str]]:
     """`{"image", "question", "answer"}` per (image, question) pair, in the order given."""
     paths, questions = config.pairs()
+    answer_list = read_answer_list(config.answers) if config.answers else None
     pipeline, images, settings = load_checked(config)
     groups = group_by_image(paths)
-    grouped = pipeline.answer_grouped([images[rows[0]] for rows in groups], [[questions[i] for i in rows]
-                                      for rows in groups], settings, question_batch=config.batch_size,
-                                      prompt_template=config.prompt, image_batch=config.batch_size)
+    if answer_list is not None:
+        if not hasattr(pipeline, "rank_answers"):
+            raise InputError(f"--answers: {config.model} ({pipeline.family}) generates answers; only BLIP ranks a list")
+        grouped = pipeline.rank_answers([images[rows[0]] for rows in groups],
+                                        [[questions[i] for i in rows] for rows in groups], answer_list,
+                                        question_batch=config.batch_size, image_batch=config.batch_size)
+    else:
+        grouped = pipeline.answer_grouped([images[rows[0]] for rows in groups], [[questions[i] for i in rows]
+                                          for rows in groups], settings, question_batch=config.batch_size,
+                                          prompt_template=config.prompt, image_batch=config.batch_size)
     answers = {row: answer for rows, group in zip(groups, grouped) for row, answer in zip(rows, group)}
     return [{"image": path, "question": q, "answer": answers[row]}
             for row, (path, q) in enumerate(zip(paths, questions))]
+
+
+def read_answer_list(path: str) -> list[str]:
+    """`--answers FILE`: a JSON list of strings (LAVIS's answer_list.json), or one answer per line."""
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"--answers: {file} is not a file")
+    text = file.read_text(encoding="utf-8")
+    if file.suffix == ".json":
+        try:
+            answers = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InputError(f"--answers: {file} is not valid JSON: {error}") from None
+        if not isinstance(answers, list) or not all(isinstance(answer, str) for answer in answers):
+            raise InputError(f"--answers: {file} must hold a JSON list of strings")
+    else:
+        answers = [line.strip() for line in text.splitlines() if line.strip()]
+    if not answers or any(not answer.strip() for answer in answers):
+        raise InputError(f"--answers: {file} holds no answers (or a blank one)")
+    return answers
 
 
 def group_by_image(paths: list[str]) -> list[list[int]]:
@@ -101,14 +133,38 @@ def predict_classify(config: ClassifyPredictConfig) -> list[dict]:
     return [{"image": path, "labels": labels, "probs": row} for path, row in zip(config.image, probs.tolist())]
 
 
+def predict_match(config: MatchPredictConfig) -> list[dict]:
+    """`{"image", "text", "itm"?, "itc"}` per (image, text) pair: the ITM match probability (BLIP, BLIP-2 stage 1)
+    and the ITC cosine (every family with ITC)."""
+    from mixkit.models.hub import resolve_checkpoint
+
+    paths, texts = config.pairs()
+    images = load_images(paths)
+    resolve_checkpoint(config.model)
+    from mixkit.pipelines.auto import load_pipeline
+
+    scores = load_pipeline(config.model, task="match", device=config.device).match(images, texts)
+    return [{"image": path, "text": text, **{name: values[row] for name, values in scores.items()}}
+            for row, (path, text) in enumerate(zip(paths, texts))]
+
+
+def predict_chat(config: ChatPredictConfig) -> list[dict[str, str]]:
+    """`{"image", "prompt", "response"}` per image, from any chat pipeline (see `mixkit.apps.chat`)."""
+    from mixkit.apps.chat import predict_chat as respond_to_instruction
+
+    return respond_to_instruction(config)
+
+
 TASKS = {"caption": (CaptionPredictConfig, predict_captions), "vqa": (VqaPredictConfig, predict_answers),
-         "classify": (ClassifyPredictConfig, predict_classify)}
+         "classify": (ClassifyPredictConfig, predict_classify), "match": (MatchPredictConfig, predict_match),
+         "chat": (ChatPredictConfig, predict_chat)}
 
 
 def run(args: argparse.Namespace, task: str) -> int:
     config_type, predict = TASKS[task]
     try:
-        records = predict(dataclass_from_args(config_type, args))
+        with library_output_to_stderr():
+            records = predict(dataclass_from_args(config_type, args))
     except (InputError, FileNotFoundError, KeyError, ValueError) as error:
         print(f"mixkit predict {task}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
@@ -124,6 +180,13 @@ def write_records(records: list[dict], as_json: bool) -> None:
         if "probs" in record:  # classify: the best label and its probability
             best = max(range(len(record["probs"])), key=record["probs"].__getitem__)
             print(f"{record['image']}\t{record['labels'][best]}\t{record['probs'][best]:.4f}")
+            continue
+        if "text" in record:  # match: the scores the model has
+            scores = "\t".join(f"{name}={record[name]:.4f}" for name in ("itm", "itc") if name in record)
+            print(f"{record['image']}\t{record['text']}\t{scores}")
+            continue
+        if "response" in record:  # chat
+            print(f"{record['image']}\t{record['response']}")
             continue
         answer = record.get("caption", record.get("answer"))
         question = f"  Q: {record['question']}" if "question" in record else ""

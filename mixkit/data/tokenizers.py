@@ -87,6 +87,30 @@ def train_opt_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: i
     return _save(tokenizer, out_dir)
 
 
+LLAMA_SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]
+LLAMA_BYTE_TOKENS = [f"<0x{value:02X}>" for value in range(256)]
+# MiniGPT-4's `init_llm` sets `llama_tokenizer.pad_token = "$$"` (Vision-CAIR/MiniGPT-4 d94738a,
+# minigpt4/models/base_model.py); here it is an added token after the learned ones.
+LLAMA_PAD_TOKEN = "$$"
+
+
+def train_llama_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int = 400):
+    """BPE with LLaMA's layout: `<unk>` 0, `<s>` 1, `</s>` 2, the 256 byte-fallback pieces `<0x00>`..`<0xFF>`
+    (so "\\n" is `<0x0A>` as in LLaMA), then the learned pieces with "▁" word starts, and `$$` as pad (added
+    token, MiniGPT-4's pad). Saved as a `LlamaTokenizer` in `out_dir`; returned with `legacy=True`, the
+    sentencepiece behaviour (a "▁" after special tokens too) that MiniGPT-4's `transformers` 4.30 had. Load it
+    back with `LlamaTokenizer.from_pretrained(out_dir, legacy=True)`: the flag is not saved."""
+    from transformers import LlamaTokenizer
+
+    backend = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=LLAMA_SPECIAL_TOKENS + LLAMA_BYTE_TOKENS,
+                                  show_progress=False)
+    model = json.loads(_train(backend, texts, trainer).to_str())["model"]
+    tokenizer = LlamaTokenizer(vocab=model["vocab"], merges=[tuple(pair) for pair in model["merges"]], legacy=True,
+                               add_bos_token=True, pad_token=LLAMA_PAD_TOKEN)
+    return _save(tokenizer, out_dir)
+
 def _canonical_unigram_vocab(vocab: list[list], n_special: int) -> list[tuple[str, float]]:
     """Fix the order and last digits the Unigram trainer leaves to thread and hash-map order.
 

@@ -277,9 +277,11 @@ class TrainImageTransform:
     torch RNG is used (seeded per DataLoader worker by torch).
     """
 
-    def __init__(self, config: ImageProcessorConfig, generator: torch.Generator | None = None) -> None:
+    def __init__(self, config: ImageProcessorConfig, generator: torch.Generator | None = None,
+                 flip: bool = True) -> None:
         self.config = config
         self.generator = generator
+        self.flip = flip  # False: open_clip's train transform (crop only; flips would falsify "on the left")
 
     def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
         """`generator` (per call) overrides the one given at construction: datasets seed it per sample."""
@@ -290,6 +292,6 @@ class TrainImageTransform:
         cropped = rgb.crop((box.left, box.top, box.left + box.width, box.top + box.height))
         size = self.config.image_size
         resized = cropped.resize((size, size), resample=Image.Resampling.BICUBIC)
-        if torch.rand(1, generator=generator).item() < 0.5:  # RandomHorizontalFlip(p=0.5)
+        if self.flip and torch.rand(1, generator=generator).item() < 0.5:  # RandomHorizontalFlip(p=0.5)
             resized = resized.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return to_normalized_tensor(resized, self.config.mean, self.config.std)

@@ -266,17 +266,18 @@ def validate_annotations(path: str | Path, kind: str, image_root: str | Path | N
 # --------------------------------------------------------------------------------- CLI
 
 
-def add_annotation_arguments(parser: argparse.ArgumentParser, image_root_required: bool) -> None:
+def add_annotation_arguments(parser: argparse.ArgumentParser, image_root_required: bool,
+                             kinds: tuple[str, ...] = RECORD_KINDS) -> None:
     """`--kind`, `--annotations` and `--image-root`: what every `mixkit data` action reads."""
-    parser.add_argument("--kind", required=True, choices=RECORD_KINDS, help="record schema of the annotations")
+    parser.add_argument("--kind", required=True, choices=kinds, help="record schema of the annotations")
     parser.add_argument("--annotations", required=True, type=Path, help="JSON or JSON-lines annotation file")
     parser.add_argument("--image-root", type=Path, required=image_root_required, default=None,
                         help="folder the records' `image` paths are relative to")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``mixkit data check``."""
-    add_annotation_arguments(parser, image_root_required=False)
+    """Arguments of ``mixkit data check`` (which also checks COCO instances files: `coco_validation`)."""
+    add_annotation_arguments(parser, image_root_required=False, kinds=(*RECORD_KINDS, "coco_instances"))
     parser.add_argument("--no-check-images", dest="check_images", action="store_false",
                         help="skip the image existence check")
     parser.add_argument("--max-listed", type=int, default=5, help="how many problems to print")
@@ -287,9 +288,13 @@ def run(args: argparse.Namespace) -> int:
     if args.check_images and args.image_root is None:
         print("error: --image-root is needed to check images (or pass --no-check-images)")
         return 2
+    from mixkit.data.coco_validation import COCO_KIND, validate_coco_instances
+
+    validate = validate_coco_instances if args.kind == COCO_KIND else validate_annotations
+    kind_args = () if args.kind == COCO_KIND else (args.kind,)
     try:
-        report = validate_annotations(args.annotations, args.kind, args.image_root,
-                                      check_images=args.check_images, max_listed=args.max_listed)
+        report = validate(args.annotations, *kind_args, args.image_root,
+                          check_images=args.check_images, max_listed=args.max_listed)
     except AnnotationError as error:
         print(f"error: {error}")
         return 2

@@ -77,3 +77,42 @@ class RetrievalEvalConfig:
 
     def check(self) -> None:
         _positive(self, "k_test", "batch_size")
+
+
+@dataclass(kw_only=True)
+class ZeroShotEvalConfig:
+    model: str = field(metadata={"help": "CLIP or EVA-CLIP checkpoint: catalogue name or folder"})
+    images: Path = field(metadata={
+        "help": "JSON list of {'image': path, 'label': class index or name}; paths relative to --image-root"})
+    classes: str = field(metadata={
+        "help": "JSON list of class names (index order), or 'imagenet': OpenAI's 1000 ImageNet names (shipped)"})
+    templates: str | None = field(default=None, metadata={
+        "help": "JSON list of prompt templates with one '{}', or 'openai-imagenet': OpenAI's 80 (shipped); "
+                "default: the single 'a photo of a {}.'"})
+    image_root: Path | None = field(default=None, metadata={"help": "folder of the image paths (default: the "
+                                                                    "folder of --images)"})
+    output_dir: Path = field(metadata={"help": "where the result, metrics and partial files go"})
+    split: str = field(default="val", metadata={"help": "names the result file {split}_zeroshot_result.json "
+                                                        "(default val)"})
+    batch_size: int = field(default=32, metadata={"help": "images per encoder pass (default 32)"})
+    save_every: int = field(default=10, metadata={"help": "batches between partial-result saves (default 10)"})
+    resume: bool = field(default=False, metadata={"help": "reuse the partial results in --output-dir"})
+    device: str | None = field(default=None, metadata={"help": "torch device (default: cuda if available, else cpu)"})
+
+    def check(self) -> None:
+        _positive(self, "batch_size", "save_every")
+
+
+@dataclass(kw_only=True)
+class GroundingEvalConfig(GenerativeEvalConfig):
+    """`mixkit eval grounding`: MiniGPT-v2 referring-expression grounding (RefCOCO / RefCOCO+ / RefCOCOg)."""
+
+    annotations: Path = field(metadata={
+        "help": "RefCOCO-format records JSON as MiniGPT-v2's eval_ref.py reads it: [{'img_id', 'sents', 'bbox': "
+                "[x, y, w, h], 'height', 'width'}]"})
+    image_root: Path = field(metadata={
+        "help": "folder of the images: img_id without its last '_' field + '.jpg' (COCO: img_id[:27] + '.jpg')"})
+    split: str = field(default="val", metadata={
+        "help": "names the result file {split}_grounding_result.json (default val)"})
+    iou_threshold: float = field(default=0.5, metadata={
+        "help": "a prediction is correct when its IoU with the box is at least this (default 0.5, RefCOCO's rule)"})

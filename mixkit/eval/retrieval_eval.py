@@ -14,6 +14,11 @@ and gathered on rank 0, so the scores are those of one process. Output, in `--ou
 `--model` is a stage-1 checkpoint folder: config.json, model.safetensors, the Q-Former's BERT
 tokenizer files and preprocessor_config.json. LAVIS's BLIP-2 retrieval configs use k_test 128 for
 both COCO and Flickr30k (BLIP's used 256 for COCO).
+
+Any retrieval pipeline works (`load_pipeline(model, task="retrieval")`: `tokenize`, `text_features(input_ids,
+attention_mask)`, `image_features`, `itc_similarity`, and `itm_logits` for the re-rank). Without `itm_logits`
+(CLIP, EVA-CLIP) the ranks come from the ITC cosine alone: "scores" equal "itc_scores", "reranked" is false and
+`--k-test` is unused; texts are still cleaned as above.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import sys
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -47,6 +52,8 @@ from mixkit.utils.progress import progress_bar
 from mixkit.utils.versions import library_versions
 
 if TYPE_CHECKING:  # the model stack loads only when a run starts
+    from transformers import BatchEncoding
+
     from mixkit.pipelines.blip2_retrieval import Blip2RetrievalPipeline
 
 TOP_SAVED = 10  # retrieved candidates written per query
@@ -103,12 +110,18 @@ class GalleryFeatures:
     attention_mask: torch.Tensor
 
 
+def _text_features(pipeline: Any, tokens: BatchEncoding, batch_size: int) -> torch.Tensor:
+    """The gallery's text features, `batch_size` texts per encoder pass (the retrieval pipeline protocol:
+    `tokenize`, `text_features(input_ids, attention_mask)`, `image_features`, `itc_similarity`)."""
+    return torch.cat([
+        pipeline.text_features(tokens.input_ids[s : s + batch_size], tokens.attention_mask[s : s + batch_size])
+        for s in range(0, len(tokens.input_ids), batch_size)
+    ])
+
+
 def encode_gallery(pipeline: Blip2RetrievalPipeline, gallery: Gallery, batch_size: int) -> GalleryFeatures:
     tokens = pipeline.tokenize(gallery.texts)
-    text_feats = torch.cat([
-        pipeline.text_features(tokens.input_ids[s : s + batch_size], tokens.attention_mask[s : s + batch_size])
-        for s in range(0, len(gallery.texts), batch_size)
-    ])
+    text_feats = _text_features(pipeline, tokens, batch_size)
     embeds, sims = [], []
     for paths in batches(gallery.image_paths, batch_size):
         features = pipeline.image_features(paths)
@@ -201,6 +214,30 @@ def build_metrics(config: RetrievalEvalConfig, gallery: Gallery, scores: dict, i
     }
 
 
+def itc_similarities(pipeline: Any, gallery: Gallery, batch_size: int) -> torch.Tensor:
+    """[images, texts] ITC similarities of a pipeline without an ITM head (CLIP, EVA-CLIP: `image_features`
+    are the normalised embeddings themselves)."""
+    text_feats = _text_features(pipeline, pipeline.tokenize(gallery.texts), batch_size)
+    sims = [pipeline.itc_similarity(pipeline.image_features(paths), text_feats).float().cpu()
+            for paths in batches(gallery.image_paths, batch_size)]
+    return torch.cat(sims)
+
+
+def evaluate_itc_only(config: RetrievalEvalConfig, gallery: Gallery, pipeline: Any, ctx: DistContext) -> dict | None:
+    """CLIP-style retrieval: ranks from the ITC similarities alone (no re-rank, so `--k-test` is unused); every
+    process encodes the gallery as in the ITM path, rank 0 writes."""
+    sims = itc_similarities(pipeline, gallery, config.batch_size)
+    if not ctx.is_main:
+        return None
+    scores = recall_at_k(sims, sims.t(), gallery.txt2img, gallery.img2txts)
+    metrics = {"task": "retrieval", "split": config.split, "model": str(Path(config.model)), "scores": scores,
+               "itc_scores": scores, "reranked": False, "num_images": len(gallery.image_ids),
+               "num_texts": len(gallery.texts), "k_test": None, "batch_size": config.batch_size,
+               "world_size": ctx.world_size, "versions": library_versions()}
+    return write_outputs(config.output_dir, f"{config.split}_retrieval_result.json",
+                         result_file(gallery, sims, sims.t()), metrics)
+
+
 def score_table(metrics: dict) -> str:
     rows: list[tuple[str, object]] = [("images", metrics["num_images"]), ("texts", metrics["num_texts"])]
     rows += [(name, metrics["scores"][name]) for name in SCORE_ORDER]
@@ -210,14 +247,16 @@ def score_table(metrics: dict) -> str:
 
 def evaluate_retrieval(config: RetrievalEvalConfig, ctx: DistContext | None = None) -> dict | None:
     """The whole run; the metrics on rank 0, None on the other ranks."""
-    from mixkit.pipelines.blip2_retrieval import Blip2RetrievalPipeline
+    from mixkit.pipelines.auto import load_pipeline
 
     ctx = ctx or DistContext()
     check_config(config)
     gallery = parse_gallery(load_json_file(config.records, "--records"), config.image_root, str(config.records))
     check_images_exist(gallery.image_paths)
-    pipeline = load_model(lambda: Blip2RetrievalPipeline.from_pretrained(config.model, ctx.device(config.device)),
+    pipeline = load_model(lambda: load_pipeline(config.model, task="retrieval", device=ctx.device(config.device)),
                           config.model)
+    if not hasattr(pipeline, "itm_logits"):
+        return evaluate_itc_only(config, gallery, pipeline, ctx)
     features = encode_gallery(pipeline, gallery, config.batch_size)
     reranked = rerank_sharded(features, config.k_test, ItmScorer(pipeline, features), ctx)
     if reranked is None:

@@ -99,6 +99,7 @@ class RunOptions:
     batch_size: int = 8  # work units per call of `process`
     save_every: int = 10  # batches between partial-result flushes
     resume: bool = False
+    desc: str = "eval"  # the progress bar's label
 
 
 def run_sharded(
@@ -122,7 +123,7 @@ def run_sharded(
     mine = shard(todo, ctx)
     writer = PartialWriter(options.output_dir, ctx.rank, options.save_every)
     records: list[dict] = []
-    progress = progress_bar(total=len(todo), disable=not ctx.is_main, desc="eval", unit="item")
+    progress = progress_bar(total=len(todo), disable=not ctx.is_main, desc=options.desc, unit="item")
     try:
         for batch in batches(mine, options.batch_size):
             out = process(batch)

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import difflib
 
+from mixkit.models.albef.checkpoints import ALBEF_CHECKPOINTS
+from mixkit.models.blip.checkpoints import BLIP_CHECKPOINTS
 from mixkit.models.blip2.checkpoints import BLIP2_CHECKPOINTS
 from mixkit.models.clip.checkpoints import CLIP_CHECKPOINTS
+from mixkit.models.instructblip.checkpoints import INSTRUCTBLIP_CHECKPOINTS
+from mixkit.models.minigpt4.checkpoints import MINIGPT4_CHECKPOINTS
 from mixkit.models.entry import CheckpointEntry
 
-_CHECKPOINTS: tuple[CheckpointEntry, ...] = (*BLIP2_CHECKPOINTS, *CLIP_CHECKPOINTS)
+_CHECKPOINTS: tuple[CheckpointEntry, ...] = (*BLIP2_CHECKPOINTS, *BLIP_CHECKPOINTS, *CLIP_CHECKPOINTS,
+                                               *MINIGPT4_CHECKPOINTS, *INSTRUCTBLIP_CHECKPOINTS,
+                                               *ALBEF_CHECKPOINTS)
 
 
 class UnknownCheckpointError(KeyError, ValueError):

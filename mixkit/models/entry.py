@@ -22,6 +22,20 @@ class ReportedScore:
 
 
 @dataclass(frozen=True)
+class ConvertRecipe:
+    """How to build a checkpoint published outside the Hugging Face layout (an open_clip or EVA-CLIP file): the
+    files to download, then one `mixkit convert` command; `command` holds `{output}` for the target folder."""
+
+    origin: str  # who publishes the file, for messages and tables ("open_clip", "EVA-CLIP")
+    downloads: tuple[str, ...]  # URLs or `hf download ...` commands, in order
+    command: str
+
+    def instructions(self, target: object) -> list[str]:
+        return [f"  download {item}" if item.startswith("https://") else f"  {item}" for item in self.downloads] + [
+            "  " + self.command.format(output=target)]
+
+
+@dataclass(frozen=True)
 class CheckpointEntry:
     """One named checkpoint: its family and tasks, where its weights come from, how to run it."""
 
@@ -40,6 +54,7 @@ class CheckpointEntry:
     paper_scores: tuple[ReportedScore, ...] = ()
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
+    convert: ConvertRecipe | None = None  # set when the weights come from a non-Hub file and `mixkit convert`
 
     def __post_init__(self) -> None:
         # Catch a mistyped entry at import rather than at generation time.
@@ -60,4 +75,8 @@ class CheckpointEntry:
     @property
     def source(self) -> str:
         """Short label for tables: the Hub repo if there is one, else LAVIS."""
-        return self.hf_repo if self.hf_repo is not None else "LAVIS .pth"
+        if self.hf_repo is not None:
+            return self.hf_repo
+        if self.convert is not None:
+            return f"{self.convert.origin} file (mixkit convert)"
+        return "LAVIS .pth" if self.lavis_url is not None else "official .pth (mixkit convert)"

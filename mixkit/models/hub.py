@@ -95,6 +95,9 @@ def fetch_instructions(entry: CheckpointEntry, target: Path) -> str:
         if entry.language_model is not None:
             # LAVIS's .pth files hold only what was trained; the frozen LM is separate.
             lines.append(f"  (the language model weights come from {entry.language_model})")
+    if entry.convert is not None:
+        lines.append(("Or build" if lines else "Build") + f" it from the {entry.convert.origin} file:")
+        lines += entry.convert.instructions(target)
     return "\n".join(lines)
 
 

@@ -30,13 +30,17 @@ class GenerationSettings:
             raise ValueError(f"num_beams and max_new_tokens must be >= 1: {self}")
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise ValueError(f"min_new_tokens must lie in [0, max_new_tokens]: {self}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0: {self}")
 
     def with_overrides(self, num_beams: int | None = None, max_new_tokens: int | None = None,
-                       min_new_tokens: int | None = None, length_penalty: float | None = None) -> GenerationSettings:
+                       min_new_tokens: int | None = None, length_penalty: float | None = None,
+                       repetition_penalty: float | None = None) -> GenerationSettings:
         """These settings with the user's choices on top (None = keep). A max below this minimum lowers the
         minimum with it instead of failing. Raises ValueError for impossible settings."""
         changes = {name: value for name, value in (("num_beams", num_beams), ("max_new_tokens", max_new_tokens),
-                   ("min_new_tokens", min_new_tokens), ("length_penalty", length_penalty)) if value is not None}
+                   ("min_new_tokens", min_new_tokens), ("length_penalty", length_penalty),
+                   ("repetition_penalty", repetition_penalty)) if value is not None}
         if min_new_tokens is None and max_new_tokens is not None:
             changes["min_new_tokens"] = min(self.min_new_tokens, max_new_tokens)
         return replace(self, **changes)
@@ -57,6 +61,9 @@ class PredictionSettings:
     vqa_prompt: str  # a template with {} for the cleaned question
     caption: GenerationSettings
     vqa: GenerationSettings
+    # Free-form instructions (`mixkit predict chat`, `mixkit chat`); None for families that do not chat, and in
+    # settings files written before chat existed (they still load).
+    chat: GenerationSettings | None = None
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / SETTINGS_NAME
@@ -70,5 +77,6 @@ class PredictionSettings:
         if not path.is_file():
             return None
         data = json.loads(path.read_text())
+        chat = data.get("chat")  # optional: absent from files written before chat existed
         return cls(data["prompt"], data["vqa_prompt"], GenerationSettings(**data["caption"]),
-                   GenerationSettings(**data["vqa"]))
+                   GenerationSettings(**data["vqa"]), GenerationSettings(**chat) if chat is not None else None)

@@ -25,14 +25,39 @@ PIPELINES_BY_TASK: dict[tuple[str, str], str] = {
     ("blip2", "itc"): "mixkit.pipelines.blip2_retrieval:Blip2RetrievalPipeline",
     ("blip2", "classify"): "mixkit.pipelines.blip2_retrieval:Blip2RetrievalPipeline",
     ("clip", "classify"): "mixkit.pipelines.clip:ClipPipeline",
+    ("blip2", "match"): "mixkit.pipelines.blip2_retrieval:Blip2RetrievalPipeline",
+    ("clip", "match"): "mixkit.pipelines.clip:ClipPipeline",
+    # CLIP and EVA-CLIP (one pipeline class; the folder's model_type picks the model): ITC retrieval only.
+    **{(family, task): "mixkit.pipelines.clip:ClipPipeline"
+       for family in ("clip", "eva_clip") for task in ("classify", "match", "retrieval", "itc")},
+    **{("blip", task): "mixkit.pipelines.blip:BlipPipeline"
+       for task in ("caption", "vqa", "retrieval", "itm", "itc", "classify", "match")},
+    **{("albef", task): "mixkit.pipelines.albef:AlbefPipeline"
+       for task in ("vqa", "retrieval", "itm", "itc", "classify", "match")},
+    **{("minigpt4", task): "mixkit.pipelines.minigpt4:MiniGPT4Pipeline"
+       for task in ("chat", "caption", "vqa", "grounding")},
+    **{("instructblip", task): "mixkit.pipelines.instructblip:InstructBlipPipeline"
+       for task in ("chat", "caption", "vqa")},
 }
 # `config.json` "architectures" -> (family, its first task).
 ARCHITECTURES: dict[str, tuple[str, str]] = {
     "Blip2ForConditionalGeneration": ("blip2", "caption"),
+    "MiniGPT4Model": ("minigpt4", "chat"),
     "Blip2ForImageTextRetrieval": ("blip2", "retrieval"),
     "CLIPModel": ("clip", "classify"),
+    "InstructBlipForConditionalGeneration": ("instructblip", "chat"),
+    "EvaClipModel": ("eva_clip", "classify"),  # mixkit.models.clip.eva_clip
+    "BlipForConditionalGeneration": ("blip", "caption"),
+    "BlipForQuestionAnswering": ("blip", "vqa"),
+    "BlipForImageTextRetrieval": ("blip", "retrieval"),
+    "BlipForPreTraining": ("blip", "caption"),  # mixkit's layout with every BLIP head (mixkit.models.blip)
+    "AlbefForRetrieval": ("albef", "retrieval"),  # mixkit.models.albef
+    "AlbefForPreTraining": ("albef", "retrieval"),
+    "AlbefForQuestionAnswering": ("albef", "vqa"),
 }
-MODEL_TYPES: dict[str, str] = {"blip-2": "blip2", "clip": "clip"}
+MODEL_TYPES: dict[str, str] = {"blip-2": "blip2", "clip": "clip", "eva_clip": "eva_clip", "blip": "blip",
+                               "instructblip": "instructblip",
+                               "albef": "albef"}
 
 
 def _import(target: str) -> type:

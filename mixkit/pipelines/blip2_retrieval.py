@@ -32,7 +32,7 @@ class Blip2RetrievalPipeline:
     """A stage-1 BLIP-2 checkpoint (Q-Former with text blocks), its BERT tokenizer and image preprocessing."""
 
     family = "blip2"
-    tasks = ("retrieval", "itm", "itc", "classify")
+    tasks = ("retrieval", "itm", "itc", "classify", "match")
 
     def __init__(self, model: Blip2Stage1Model, tokenizer: PreTrainedTokenizerBase,
                  image_config: ImageProcessorConfig, device: torch.device | str = "cpu"):

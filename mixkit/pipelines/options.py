@@ -62,3 +62,30 @@ class GenerationOptions:
     def apply(self, base: GenerationSettings) -> GenerationSettings:
         """`base` (the checkpoint's reference settings) with these options on top."""
         return base.with_overrides(self.num_beams, self.max_new_tokens, self.min_new_tokens, self.length_penalty)
+
+
+@dataclass(kw_only=True)
+class ChatGenerationOptions(GenerationOptions):
+    """Chat's generation options: those above (with chat's defaults) plus a repetition penalty. `None` means the
+    checkpoint's own chat setting (the catalogue entry's official defaults, else the folder's
+    `generation_config.json`)."""
+
+    num_beams: int | None = field(default=None, metadata={
+        "help": "beam width (default: the checkpoint's; LAVIS InstructBLIP 5, transformers folders their "
+                "generation_config.json); 1 streams tokens in `mixkit chat`"})
+    max_new_tokens: int | None = field(default=None, metadata={
+        "help": "most new tokens (default: the checkpoint's; LAVIS InstructBLIP 255 Vicuna / 256 Flan-T5)"})
+    min_new_tokens: int | None = field(default=None, metadata={
+        "help": "fewest new tokens (default: the checkpoint's)"})
+    length_penalty: float | None = field(default=None, metadata={
+        "help": "beam length penalty (default: the checkpoint's; LAVIS InstructBLIP 1)"})
+    repetition_penalty: float | None = field(default=None, metadata={
+        "help": "penalty on tokens already generated, > 0 (default: the checkpoint's; LAVIS InstructBLIP 1.5)"})
+
+    def check(self) -> None:
+        super().check()
+        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
+            raise ValueError(f"--repetition-penalty: must be > 0, got {self.repetition_penalty}")
+
+    def apply(self, base: GenerationSettings) -> GenerationSettings:
+        return super().apply(base).with_overrides(repetition_penalty=self.repetition_penalty)

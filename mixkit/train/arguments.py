@@ -33,8 +33,21 @@ class ModelArguments:
         "help": "stage 2 / caption fine-tuning: keep the frozen language model's dropout active while training, as "
                 "LAVIS does (its OPT / Flan-T5 stay in train mode); false keeps the frozen LM in eval mode, a "
                 "deterministic LM. Evaluation and prediction never use dropout"})
+    frozen_dtype: str = field(default="fp32", metadata={
+        "help": "dtype of the frozen parts while training: the frozen ViT trunk and the frozen LLM. bf16 makes "
+                "steps faster on GPUs and on CPUs with AMX-BF16 (measured in benchmarks/RESULTS.md) and changes "
+                "losses by ~1e-4; the trained parts (Q-Former, queries, ln_vision, projection) stay fp32. Needs "
+                "save_trainable_only (frozen weights are never written in bf16)", "choices": ["fp32", "bf16"]})
     save_trainable_only: bool = field(default=True, metadata={
         "help": "checkpoints hold only trainable weights and name model_name_or_path as their base"})
+    # Momentum distillation (BLIP pretraining; LAVIS blip_pretrain_base.yaml / pretrain_14m.yaml defaults).
+    queue_size: int = field(default=57600, metadata={
+        "help": "blip-pretrain, albef-*: momentum features kept in each ITC queue (LAVIS BLIP 57600)"})
+    momentum: float = field(default=0.995, metadata={
+        "help": "blip-pretrain, albef-*: EMA factor of the momentum encoders (LAVIS 0.995)"})
+    alpha: float = field(default=0.4, metadata={
+        "help": "blip-pretrain, albef-*: weight of the momentum encoders' soft ITC targets, ramped up over the first 2 "
+                "epochs (LAVIS 0.4)"})
 
 
 @dataclass
@@ -61,6 +74,9 @@ class Blip2TrainingArguments(TrainingArguments):
     per_device_train_batch_size: int = field(default=128, metadata={"help": "batch size per device"})
     learning_rate: float = field(default=1e-4, metadata={"help": "peak learning rate after warm-up"})
     eta_min: float = field(default=1e-5, metadata={"help": "floor of the cosine schedule (learning rate at the end)"})
+    lr_decay_rate: float = field(default=0.0, metadata={
+        "help": "> 0: LAVIS's linear_warmup_step_lr instead of cosine: warm-up in the first epoch, then "
+                "learning_rate * rate ** epoch, floored at eta_min (BLIP pretraining: 0.9)"})
     warmup_steps: float = field(default=2000, metadata={"help": "linear warm-up steps from 0 to learning_rate"})
     weight_decay: float = field(default=0.05, metadata={
         "help": "AdamW weight decay (never applied to biases, norms and other 1-D parameters)"})

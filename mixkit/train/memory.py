@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
+from transformers import CLIPModel
 
 from mixkit.models.blip2.modeling import Blip2Base, Blip2Model
 from mixkit.models.blip2.stage1 import Blip2Stage1Model
@@ -170,8 +171,44 @@ class BatchShape:
     checkpointing: bool = False
 
 
+def two_tower_stacks(model: nn.Module, shape: BatchShape) -> list[Tower]:
+    """A dual encoder (CLIP): its vision tower over the patches when it trains, its text tower over the caption."""
+    config, stacks = model.config, []
+    vision, text = config.vision_config, config.text_config
+    if any(p.requires_grad for p in model.vision_model.parameters()):
+        patches = (shape.image_size // vision.patch_size) ** 2 + 1
+        stacks.append(Tower(vision.num_hidden_layers, vision.hidden_size, vision.num_attention_heads, patches))
+    stacks.append(Tower(text.num_hidden_layers, text.hidden_size, text.num_attention_heads, shape.text_length))
+    return stacks
+
+
+def blip_stacks(model: nn.Module, shape: BatchShape) -> list[Tower]:
+    """BLIP: the ViT when it trains; the text encoder (ITC, then ITM over 3 x batch: pairs and two negatives)
+    and the decoder, each over the caption (or question) tokens."""
+    config, ckpt, stacks = model.config, shape.checkpointing, []
+    vision, text = config.vision_config, config.text_config
+    if any(p.requires_grad for p in model.vision_model.parameters()):
+        patches = (shape.image_size // vision.patch_size) ** 2 + 1
+        stacks.append(Tower(vision.num_hidden_layers, vision.hidden_size, vision.num_attention_heads, patches,
+                            checkpointed=ckpt))
+    passes = (1 + 3 if model.heads.contrastive else 1) if model.heads.encoder else 0
+    for count in (passes, 1 if model.heads.decoder else 0):
+        if count:
+            stacks.append(Tower(text.num_hidden_layers, text.hidden_size, text.num_attention_heads,
+                                shape.text_length, count, ckpt))
+    return stacks
+
+
 def towers(model: Blip2Base, shape: BatchShape) -> list[Tower]:
     """The stacks backward passes through, with their sequence lengths for this batch shape."""
+    if isinstance(model, CLIPModel):
+        return two_tower_stacks(model, shape)
+    if type(model).__name__ in ("BlipModel", "AlbefModel"):  # ALBEF: BLIP's stacks, a close upper bound
+        return blip_stacks(model, shape)
+    if type(model).__name__ == "MiniGPT4Model":  # frozen towers; only the LLM's stack is backpropagated
+        text = model.language_model.config
+        return [Tower(text.num_hidden_layers, text.hidden_size, text.num_attention_heads,
+                      model.num_image_tokens(shape.image_size) + shape.text_length)]
     config, ckpt = model.config, shape.checkpointing
     vision, qformer = config.vision_config, config.qformer_config
     stacks = []

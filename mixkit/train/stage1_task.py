@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from mixkit.models.blip2.stage1 import Blip2Stage1Model
+from mixkit.utils.distributed import gather_with_grad, gather_without_grad  # noqa: F401 (re-exported)
 
 POSITIVE_MASK_VALUE = -10000.0
 
@@ -40,26 +41,6 @@ def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def gather_without_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate every rank's tensor along dim 0, detached (the own rank's copy too)."""
-    _, world = _world()
-    if world == 1:
-        return tensor.detach()
-    parts = [torch.empty_like(tensor) for _ in range(world)]
-    dist.all_gather(parts, tensor.detach().contiguous())
-    return torch.cat(parts)
-
-
-def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate every rank's tensor along dim 0; gradients flow back to each rank's own part."""
-    _, world = _world()
-    if world == 1:
-        return tensor
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(tensor.contiguous()))
 
 
 def positive_mask(local_size: int, total_size: int, rank: int, image_ids: torch.Tensor | None,

@@ -94,9 +94,18 @@ class Stage2Task:
         return Stage2Losses(loss if num_items_in_batch is None else loss / num_items_in_batch)
 
     def _decoder_only_loss(self, model: Blip2Model, batch: Stage2Batch, reduction: str) -> torch.Tensor:
-        output = model(batch.pixel_values, batch.input_ids, batch.attention_mask)
-        labels = prepend_ignored(batch.labels, output.num_query_positions)
-        return shifted_lm_loss(output.logits, labels, self.label_smoothing, reduction)
+        if not model.has_plain_output_head:
+            output = model(batch.pixel_values, batch.input_ids, batch.attention_mask)
+            labels = prepend_ignored(batch.labels, output.num_query_positions)
+            return shifted_lm_loss(output.logits, labels, self.label_smoothing, reduction)
+        # The same loss with the output head on the labelled positions only (1.1x a stage-2 step on CPU,
+        # benchmarks/RESULTS.md). Gathered into one contiguous tensor first: a strided view is slower.
+        hidden = model.decoder_hidden_states(batch.pixel_values, batch.input_ids, batch.attention_mask)
+        targets = prepend_ignored(batch.labels, hidden.num_query_positions)[:, 1:]
+        labelled = targets != IGNORE_INDEX
+        logits = model.output_logits(hidden.logits[:, :-1][labelled])
+        return F.cross_entropy(logits.float(), targets[labelled], label_smoothing=self.label_smoothing,
+                               reduction=reduction)
 
     def _encoder_decoder_loss(self, model: Blip2Model, batch: Stage2Batch, reduction: str) -> torch.Tensor:
         text_config = model.config.text_config

@@ -4,6 +4,7 @@ The three stages share one loop (`Blip2Trainer`); they differ only in the parts 
 - `blip2-stage1`: `Blip2Stage1Model`, ViT frozen, ITC + ITM + ITG on the Q-Former's BERT tokenizer.
 - `blip2-stage2`: `Blip2Model`, ViT and LLM frozen, LM loss through the frozen LLM.
 - `blip2-caption`: `Blip2Model` with the ViT trainable (LAVIS caption fine-tuning), prompt "a photo of ".
+- `clip`: a `transformers` `CLIPModel`, contrastive loss over all processes (`mixkit.train.clip_stage`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -68,7 +70,8 @@ def _save_extras(tokenizer: PreTrainedTokenizerBase, image_size: int, settings: 
         settings.save(directory)
 
 
-def _shard_dataset(data: DataArguments, seed: int) -> ShardedCaptionDataset:
+def _shard_dataset(data: DataArguments, seed: int,
+                   transform: TrainImageTransform | None = None) -> ShardedCaptionDataset:
     """The --train_shards stream, configured as `_dataset` configures the annotation-file dataset."""
     index = resolve_shards(data.train_shards)
     if index.kind != "caption_train":
@@ -77,7 +80,7 @@ def _shard_dataset(data: DataArguments, seed: int) -> ShardedCaptionDataset:
     # DDP needs the same number of equal batches on every rank; shard_loader (called by
     # Blip2Trainer.get_train_dataloader) sets the batch size.
     stream = ShardStreamConfig(shuffle=True, seed=seed, skip_bad_images=True, even_batches=True)
-    transform = TrainImageTransform(ImageProcessorConfig(image_size=data.image_size))
+    transform = transform or TrainImageTransform(ImageProcessorConfig(image_size=data.image_size))
     dataset = ShardedCaptionDataset(index, transform, stream)
     dataset.seed_augmentation(seed)
     logger.info("training on %d samples in %d shards from %s (dataset_name and data_files not used)",
@@ -85,11 +88,13 @@ def _shard_dataset(data: DataArguments, seed: int) -> ShardedCaptionDataset:
     return dataset
 
 
-def _dataset(data: DataArguments, seed: int) -> Dataset:
+def _dataset(data: DataArguments, seed: int, transform: TrainImageTransform | None = None) -> Dataset:
+    """`transform`: the stage's own train transform (default LAVIS's crop + flip at --image_size)."""
     if data.train_shards:
-        return _shard_dataset(data, seed)
+        return _shard_dataset(data, seed, transform)
     dataset = load_dataset(data.dataset_name, data_files=data.data_files, split="train",
-                           image_root=data.image_root, task="caption", image_size=data.image_size)
+                           image_root=data.image_root, task="caption", image_size=data.image_size,
+                           transform=transform)
     dataset.check_image_files()  # a missing file stops the run before training; a corrupt one is skipped later
     dataset.seed_augmentation(seed)
     return SkipBadImages(dataset)
@@ -104,10 +109,42 @@ def _model(stage: str, model_dir: Path, args: ModelArguments) -> Blip2Base:
         model.lock_language_model(keep_dropout=args.language_model_dropout)
     if args.freeze_vit:
         model.lock_image_tower()
+    if args.frozen_dtype == "bf16":
+        cast_frozen_parts(model, torch.bfloat16)
     return model.train()
 
 
+def cast_frozen_parts(model: Blip2Base, dtype: torch.dtype) -> None:
+    """The frozen ViT trunk and frozen LLM in `dtype`; trained parts stay fp32 (their optimizer state and
+    updates need it). `train_cli.check_frozen_dtype` has made sure frozen weights are not saved."""
+    if model.vision_frozen:
+        model.vision_model.embeddings.to(dtype)
+        model.vision_model.encoder.to(dtype)
+    if isinstance(model, Blip2Model):
+        model.language_model.to(dtype)
+
+
 def build_stage(stage: str, model_args: ModelArguments, data: DataArguments, seed: int = 42) -> StageParts:
+    if stage == "clip":
+        from mixkit.train.clip_stage import build_clip_stage  # imports this module (StageParts)
+
+        return build_clip_stage(model_args, data, seed)
+    if stage == "instructblip":
+        from mixkit.train.instructblip_stage import build_instructblip_stage  # imports this module (StageParts)
+
+        return build_instructblip_stage(model_args, data, seed)
+    if stage.startswith("albef-"):
+        from mixkit.train.albef_stage import build_albef_stage  # imports this module (StageParts)
+
+        return build_albef_stage(stage, model_args, data, seed)
+    if stage.startswith("blip-"):
+        from mixkit.train.blip_stage import build_blip_stage  # imports this module (StageParts)
+
+        return build_blip_stage(stage, model_args, data, seed)
+    if stage.startswith("minigpt"):
+        from mixkit.train.minigpt4_stage import build_minigpt4_stage  # imports this module (StageParts)
+
+        return build_minigpt4_stage(stage, model_args, data, seed)
     model_dir = resolve_checkpoint(model_args.model_name_or_path)
     model = _model(stage, model_dir, model_args)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -72,6 +72,7 @@ def parse(stage: str, config: str | None, rest: Sequence[str]):
     except ValueError as error:  # options no dataclass knows (a misspelt key)
         raise TrainConfigError(f"bad options for {stage}: {error}") from None
     check_parallelism(train_args)
+    check_frozen_dtype(model_args, train_args)
     resolve_resume(train_args)
     return model_args, data_args, train_args
 
@@ -90,6 +91,18 @@ def check_parallelism(args: Blip2TrainingArguments) -> None:
         raise TrainConfigError(
             f"--tensor_parallel_degree {args.tensor_parallel_degree}: the OPT and T5 language models have no "
             "tensor-parallel plan in transformers; use --sharding_parallel_degree (FSDP) to spread memory")
+
+
+def check_frozen_dtype(model_args: ModelArguments, args: Blip2TrainingArguments) -> None:
+    if model_args.frozen_dtype == "fp32":
+        return
+    if not model_args.save_trainable_only:
+        raise TrainConfigError("--frozen_dtype bf16 needs --save_trainable_only true: the frozen weights would be "
+                               "saved in bf16")
+    if args.sharding_parallel_degree > 1 or args.fsdp or args.deepspeed:
+        # FSDP and ZeRO flatten parameters into buffers of one dtype.
+        raise TrainConfigError("--frozen_dtype bf16 runs under DDP or one process; with FSDP or DeepSpeed use "
+                               "--bf16 (autocast) instead")
 
 
 def resolve_resume(args: Blip2TrainingArguments) -> None:

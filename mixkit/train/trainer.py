@@ -4,7 +4,8 @@ What the subclass changes, and why:
 - `compute_loss` asks the stage's task (`Stage1Task` / `Stage2Task`) for the loss; a non-finite loss skips the
   step's update (zero gradient) and logs the batch's image ids instead of poisoning the weights.
 - the schedule is linear warm-up then cosine down to `eta_min` (PaddleMIX/LAVIS), the optimizer AdamW with no
-  decay on biases, norms and 1-D parameters (LAVIS's rule), over trainable parameters only;
+  decay on biases, norms and 1-D parameters (LAVIS's rule, or the task's own `no_decay`), over trainable
+  parameters only; a task with `after_optimizer_step(model)` gets it called after every update (CLIP's clamp);
 - a sharded stream (`--train_shards`) splits itself by rank and worker, so it gets a plain per-rank DataLoader
   instead of accelerate's (see `get_train_dataloader`);
 - checkpoints hold the trainable weights and name their base model, and get a completion marker written last,
@@ -54,6 +55,17 @@ def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, floor_r
     return floor_ratio + (1.0 - floor_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def warmup_step_decay_factor(step: int, warmup_steps: int, steps_per_epoch: int, decay_rate: float,
+                             floor_ratio: float) -> float:
+    """LAVIS's `linear_warmup_step_lr` (lavis/common/optims.py, commit 506965b) as a multiplier: in epoch 0 linear
+    warm-up to 1 over `warmup_steps` (LAVIS starts at its `warmup_lr`, mixkit at 0), then from epoch e on
+    max(floor, rate ** e) (BLIP pretraining: rate 0.9 per epoch)."""
+    epoch = step // max(1, steps_per_epoch)
+    if epoch == 0:
+        return min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
+    return max(floor_ratio, decay_rate**epoch)
+
+
 def no_decay(name: str, parameter: nn.Parameter) -> bool:
     """LAVIS's rule: biases, norm weights and every parameter of fewer than 2 dimensions get no weight decay."""
     lowered = name.lower()
@@ -95,6 +107,17 @@ class EpochToDataset(TrainerCallback):
             self.dataset.set_epoch(int(state.epoch or 0))
 
 
+class TaskAfterOptimizerStep(TrainerCallback):
+    """Run the task's `after_optimizer_step(model)` after every update (CLIP clamps its logit scale there)."""
+
+    def __init__(self, task: Any):
+        self.task = task
+
+    def on_optimizer_step(self, args: Any, state: Any, control: Any, model: nn.Module | None = None,
+                          **kwargs: Any) -> None:
+        self.task.after_optimizer_step(model.model)  # the Trainer's model is `TaskModel`
+
+
 class Blip2Trainer(Trainer):
     def __init__(
         self,
@@ -114,6 +137,8 @@ class Blip2Trainer(Trainer):
         self.remove_callback(PrinterCallback)
         self.add_callback(TrainingProgress(progress_name))
         self.add_callback(EpochToDataset(self.train_dataset))
+        if hasattr(task, "after_optimizer_step"):
+            self.add_callback(TaskAfterOptimizerStep(task))
         self.task = task
         self.batch_type = batch_type
         self.base_model = base_model
@@ -202,7 +227,8 @@ class Blip2Trainer(Trainer):
         return sum(fsdp.local_part(p).sum() * 0.0 for p in model.parameters() if p.requires_grad)
 
     def _log_parts(self, losses: Any) -> None:
-        parts = {name: getattr(losses, name) for name in ("itc", "itm", "itg") if hasattr(losses, name)}
+        names = ("itc", "itm", "itg", "lm", "logit_scale")
+        parts = {name: getattr(losses, name) for name in names if hasattr(losses, name)}
         if parts and self.state.global_step % max(1, int(self.args.logging_steps)) == 0 and self.model.training:
             self._last_parts = {name: value.item() for name, value in parts.items()}
 
@@ -225,17 +251,33 @@ class Blip2Trainer(Trainer):
     # ---------------------------------------------------------------- optimisation
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
-        return [name for name, parameter in model.named_parameters() if not no_decay(name, parameter)]
+        rule = getattr(self.task, "no_decay", no_decay)  # a task may bring its recipe's rule (CLIP: open_clip's)
+        return [name for name, parameter in model.named_parameters() if not rule(name, parameter)]
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         if self.lr_scheduler is None:
             optimizer = optimizer or self.optimizer
             warmup = int(self.args.get_warmup_steps(num_training_steps))
             floor = self.args.eta_min / self.args.learning_rate if self.args.learning_rate > 0 else 0.0
+            rate = getattr(self.args, "lr_decay_rate", 0.0)
+            if rate > 0:
+                per_epoch = self._update_steps_per_epoch(num_training_steps)
+                self.lr_scheduler = LambdaLR(
+                    optimizer, lambda step: warmup_step_decay_factor(step, warmup, per_epoch, rate, floor))
+                self._created_lr_scheduler = True
+                return self.lr_scheduler
             self.lr_scheduler = LambdaLR(
                 optimizer, lambda step: warmup_cosine_factor(step, warmup, num_training_steps, floor))
             self._created_lr_scheduler = True
         return self.lr_scheduler
+
+    def _update_steps_per_epoch(self, num_training_steps: int) -> int:
+        """Optimizer steps per epoch, for per-epoch schedules."""
+        if self.args.max_steps <= 0:
+            return max(1, math.ceil(num_training_steps / self.args.num_train_epochs))
+        batches = len(self.train_dataset) / (self._train_batch_size * self.args.world_size)
+        batches = int(batches) if self.args.dataloader_drop_last else math.ceil(batches)
+        return max(1, batches // self.args.gradient_accumulation_steps)
 
     # ---------------------------------------------------------------- checkpoints
 

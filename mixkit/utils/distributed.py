@@ -105,3 +105,24 @@ def gather(records: list, ctx: DistContext) -> list:
 def shard(units: Sequence, ctx: DistContext) -> list:
     """This rank's units, by index: no padding, so no item is duplicated across ranks."""
     return list(units[ctx.rank :: ctx.world_size])
+
+
+def gather_without_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's tensor along dim 0, detached (the own rank's copy too)."""
+    _, world = rank_and_world()
+    if world == 1:
+        return tensor.detach()
+    parts = [torch.empty_like(tensor) for _ in range(world)]
+    dist.all_gather(parts, tensor.detach().contiguous())
+    return torch.cat(parts)
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's tensor along dim 0; the backward sums every rank's gradient into each rank's own
+    part (torch.distributed.nn's all-gather), so features gathered this way train as one big batch would."""
+    _, world = rank_and_world()
+    if world == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor.contiguous()))

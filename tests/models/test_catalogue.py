@@ -20,9 +20,28 @@ EXPECTED_NAMES = [
     "blip2-caption-opt2.7b",
     "blip2-caption-opt6.7b",
     "blip2-caption-flant5xl",
+    "blip-caption-base",
+    "blip-vqa-base",
+    "blip-itm-base-coco",
     "clip-vit-b-32",
     "clip-vit-b-16",
     "clip-vit-l-14",
+    "open-clip-vit-b-32-laion2b",
+    "open-clip-vit-l-14-laion2b",
+    "eva02-clip-b-16",
+    "eva02-clip-l-14",
+    "minigpt4-vicuna7b",
+    "minigpt4-vicuna13b",
+    "minigpt4-llama2-7b",
+    "minigptv2-llama2-7b",
+    "instructblip-flan-t5-xl",
+    "instructblip-flan-t5-xxl",
+    "instructblip-vicuna-7b",
+    "instructblip-vicuna-13b",
+    "albef-pretrain-base",
+    "albef-retrieval-coco",
+    "albef-retrieval-flickr",
+    "albef-vqav2",
 ]
 LAVIS_PREFIX = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/"
 ENTRIES = list_checkpoints()
@@ -69,7 +88,7 @@ def test_entry_shape_is_consistent(entry: CheckpointEntry) -> None:
     lm_prefix = {"stage1": None, "opt": "facebook/opt-", "t5": "google/flan-t5-"}[entry.kind]
     if lm_prefix is None:
         assert entry.language_model is None and entry.settings is None
-        assert entry.tasks == ("retrieval", "itm", "itc", "classify")
+        assert entry.tasks == ("retrieval", "itm", "itc", "classify", "match")
     else:
         settings = entry.settings
         assert entry.language_model is not None and entry.language_model.startswith(lm_prefix)
@@ -81,9 +100,9 @@ def test_entry_shape_is_consistent(entry: CheckpointEntry) -> None:
     assert all(score.source for score in entry.paper_scores)
 
 
-@pytest.mark.parametrize("entry", CLIP_ENTRIES, ids=lambda e: e.name)
+@pytest.mark.parametrize("entry", [e for e in CLIP_ENTRIES if e.convert is None], ids=lambda e: e.name)
 def test_clip_entries_are_hub_only_classifiers(entry: CheckpointEntry) -> None:
-    assert (entry.family, entry.tasks, entry.settings, entry.image_size) == ("clip", ("classify",), None, 224)
+    assert (entry.family, entry.tasks, entry.settings, entry.image_size) == ("clip", ("classify", "match"), None, 224)
     assert entry.hf_repo is not None and entry.hf_repo.startswith("openai/clip-vit-")
     assert (entry.lavis_url, entry.lavis_vit_url, entry.lavis_config, entry.language_model) == (None, None, "", None)
     assert (entry.mean, entry.std) == (CLIP_MEAN, CLIP_STD)
@@ -114,7 +133,17 @@ def test_table_lists_every_entry_aligned() -> None:
     for line, entry in zip(lines[1:], ENTRIES):
         assert line.startswith(entry.name)
         assert line[kind_column:].startswith(entry.kind)
-        assert entry.hf_repo is not None and entry.hf_repo in line
+        assert entry.source in line
+
+
+@pytest.mark.parametrize("entry", [e for e in ENTRIES if e.convert is not None], ids=lambda e: e.name)
+def test_open_clip_and_eva_clip_entries_are_built_by_mixkit_convert(entry: CheckpointEntry) -> None:
+    assert entry.family in ("clip", "eva_clip") and entry.tasks == ("classify", "match") and entry.settings is None
+    assert entry.hf_repo is None and entry.lavis_url is None and entry.image_size == 224
+    command = "eva-clip" if entry.family == "eva_clip" else "open-clip"
+    assert entry.convert.command.startswith(f"mixkit convert {command} --weights ")
+    assert entry.source == f"{entry.convert.origin} file (mixkit convert)"
+    assert all(score.source for score in entry.paper_scores)
 
 
 def test_entries_reject_inconsistent_tasks_and_settings() -> None:
@@ -128,5 +157,10 @@ def test_entries_reject_inconsistent_tasks_and_settings() -> None:
 
 
 def test_family_filter() -> None:
-    assert BLIP2_ENTRIES + CLIP_ENTRIES == ENTRIES and len(CLIP_ENTRIES) == 3
-    assert list_checkpoints("blip") == []
+    families = ("blip2", "blip", "clip", "eva_clip", "minigpt4", "instructblip", "albef")
+    assert {entry.family for entry in ENTRIES} == set(families)
+    for family in families:  # each family's entries, in catalogue order
+        assert list_checkpoints(family) == [entry for entry in ENTRIES if entry.family == family], family
+    assert sum(len(list_checkpoints(family)) for family in families) == len(ENTRIES)
+    assert len(CLIP_ENTRIES) == 5
+    assert list_checkpoints("no-such-family") == []

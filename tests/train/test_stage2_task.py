@@ -103,3 +103,32 @@ def test_loss_falls_with_frozen_vit_and_llm(tokenizers, language_model: str) -> 
             assert parameter.grad is None, name
             assert parameter.equal(frozen[name]), name
     assert all(p.grad is not None for p in trainable)
+
+
+def test_head_on_labelled_positions_equals_full_logits(tokenizers) -> None:
+    """The training shortcut (output head on labelled positions only) gives the full-logits loss and gradients."""
+    tokenizer = tokenizers["opt"]
+    model = randomize_(Blip2Model(tiny_blip2_config("opt", vocab_size=len(tokenizer))), seed=3, std=0.15)
+    model.lock_frozen_parts()
+    model.eval()  # no dropout, so the two passes see the same network; gradients still flow
+    assert model.has_plain_output_head
+    batch = caption_batch(tokenizer, encoder_decoder=False)
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+    def loss_and_grads(full_logits: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        if full_logits:
+            output = model(batch.pixel_values, batch.input_ids, batch.attention_mask)
+            labels = prepend_ignored(batch.labels, output.num_query_positions)
+            loss = torch.nn.functional.cross_entropy(
+                output.logits[:, :-1].reshape(-1, output.logits.shape[-1]), labels[:, 1:].reshape(-1))
+        else:
+            loss = Stage2Task().compute(model, batch).loss
+        loss.backward()
+        return loss.detach(), {name: p.grad.clone() for name, p in trainable.items()}
+
+    expected_loss, expected_grads = loss_and_grads(full_logits=True)
+    loss, grads = loss_and_grads(full_logits=False)
+    assert_close(loss, expected_loss, rtol=1e-6, atol=1e-6)
+    for name, grad in expected_grads.items():
+        assert_close(grads[name], grad, rtol=1e-5, atol=1e-7, msg=name)

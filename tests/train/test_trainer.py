@@ -163,3 +163,23 @@ def test_caption_finetuning_trains_the_vit_with_the_prompt(shapes: Path, tmp_pat
     assert torch.equal(before.language_model.lm_head.weight, after.language_model.lm_head.weight)
     settings = json.loads((tmp_path / "out" / "mixkit_settings.json").read_text())
     assert settings["prompt"] == "a photo of", "the folder remembers its caption prompt"
+
+
+def test_frozen_parts_in_bf16_train_and_save_fp32_trainable_weights(shapes: Path, tmp_path: Path) -> None:
+    build_tiny_predictor(tmp_path / "start", "opt", captions(shapes), weight_std=0.05)
+    assert main(["train", "blip2-stage2", *train_args(tmp_path / "start", shapes, tmp_path / "fp32")]) == 0
+    args = train_args(tmp_path / "start", shapes, tmp_path / "bf16", "--frozen_dtype", "bf16")
+    assert main(["train", "blip2-stage2", *args]) == 0
+    fp32, bf16 = logged_losses(tmp_path / "fp32"), logged_losses(tmp_path / "bf16")
+    assert bf16[-1] < bf16[0]
+    assert bf16[0] == pytest.approx(fp32[0], rel=2e-2)  # bf16 frozen towers move the loss only slightly
+    saved = load_file(str(tmp_path / "bf16" / "model.safetensors"))
+    assert saved and all(value.dtype == torch.float32 for value in saved.values())
+    assert not any(key.startswith("language_model.") for key in saved)
+
+
+def test_frozen_bf16_refuses_to_save_frozen_weights(shapes: Path, tmp_path: Path, capsys) -> None:
+    args = train_args(tmp_path / "no-model", shapes, tmp_path / "out", "--frozen_dtype", "bf16",
+                      "--save_trainable_only", "false")
+    assert main(["train", "blip2-stage2", *args]) == 2
+    assert "save_trainable_only" in capsys.readouterr().err

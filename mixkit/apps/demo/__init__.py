@@ -12,6 +12,9 @@ a task object (`training`); images are decoded once and kept in memory (`data`).
 Modules: `config` (DemoConfig), `data`, `training`, `pretraining`, `stages`, `evaluation`, `metrics`,
 `report`, `progress`, and `workflow` (`run_demo(DemoConfig(), output)`, the library entry point). This
 module holds only the command line, so that building the `mixkit` parser does not import torch.
+
+`mixkit demo --family clip` runs the second demo instead: a tiny CLIP trained from scratch on the shapes captions
+and zero-shot classification of held-out images (`clip_config`, `clip_workflow`, `clip_zeroshot`, `clip_report`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+FAMILIES = ("blip2", "clip")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `mixkit demo`."""
@@ -28,10 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for metrics.json, report.html and the run's files (default ./mixkit-demo)")
     parser.add_argument("--seed", type=int, default=0, help="one seed for data, weights and batches (default 0)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; see DemoConfig)")
+    parser.add_argument("--family", choices=FAMILIES, default="blip2",
+                        help="blip2 (default): the BLIP-2 workflow; clip: a tiny CLIP trained from scratch, then "
+                             "zero-shot classification of held-out images (mixkit.apps.demo.clip_workflow)")
 
 
 def run(args: argparse.Namespace) -> int:
     """`mixkit demo`: progress on stderr, the summary and the report's path on stdout."""
+    if getattr(args, "family", "blip2") == "clip":
+        return run_clip(args)
     from mixkit.apps.demo.config import DemoConfig
     from mixkit.apps.demo.metrics import summary
     from mixkit.apps.demo.workflow import run_demo
@@ -39,6 +49,18 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("transformers").setLevel(logging.ERROR)
     metrics = run_demo(DemoConfig(seed=args.seed, threads=args.threads), args.output)
     print(summary(metrics))
+    print(f"report: {(args.output / 'report.html').resolve()}")
+    return 0
+
+
+def run_clip(args: argparse.Namespace) -> int:
+    """`mixkit demo --family clip`: the same outputs (metrics.json, report.html) for the CLIP workflow."""
+    from mixkit.apps.demo.clip_config import ClipDemoConfig
+    from mixkit.apps.demo.clip_workflow import clip_summary, run_clip_demo
+
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    metrics = run_clip_demo(ClipDemoConfig(seed=args.seed, threads=args.threads), args.output)
+    print(clip_summary(metrics))
     print(f"report: {(args.output / 'report.html').resolve()}")
     return 0
 

@@ -33,22 +33,25 @@ def init_weights_(model: nn.Module, skip: tuple[str, ...] = ("temp",)) -> nn.Mod
     return model
 
 
-def training_arguments(name: str, config: DemoConfig, output_dir: Path) -> Blip2TrainingArguments:
-    """`max_steps` of the stage, warm-up 10%, cosine to lr/10, on the CPU, no checkpoints."""
+def training_arguments(name: str, config: DemoConfig, output_dir: Path, **overrides: Any) -> Blip2TrainingArguments:
+    """`max_steps` of the stage, warm-up 10%, cosine to lr/10, on the CPU, no checkpoints; `overrides` replace
+    any of these (the CLIP demo's open_clip optimizer settings)."""
     lr = config.learning_rates[name]
     steps = config.steps[name]
-    return Blip2TrainingArguments(
+    settings = dict(
         output_dir=str(output_dir / name), max_steps=steps, per_device_train_batch_size=config.batch_size,
         learning_rate=lr, eta_min=lr / 10, warmup_steps=max(1, steps // 10), weight_decay=0.05,
         logging_steps=max(1, steps // 40), save_strategy="no", report_to="none", seed=config.seed,
         data_seed=config.seed, dataloader_num_workers=0, use_cpu=True, disable_tqdm=True,
     )
+    return Blip2TrainingArguments(**{**settings, **overrides})
 
 
 def run_trainer(name: str, model: nn.Module, dataset: Dataset, collator: Callable, task: Any, batch_type: type,
-                config: DemoConfig, output_dir: Path) -> list[dict[str, float]]:
-    """One stage on `Blip2Trainer` with `task`; returns the logged losses."""
-    trainer = Blip2Trainer(model=model, args=training_arguments(name, config, output_dir), train_dataset=dataset,
+                config: DemoConfig, output_dir: Path, **overrides: Any) -> list[dict[str, float]]:
+    """One stage on `Blip2Trainer` with `task`; returns the logged losses. `overrides`: see `training_arguments`."""
+    args = training_arguments(name, config, output_dir, **overrides)
+    trainer = Blip2Trainer(model=model, args=args, train_dataset=dataset,
                            data_collator=collator, task=task, batch_type=batch_type, progress_name=f"  {name}")
     trainer.train()
     return [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]

@@ -31,7 +31,7 @@ def _stage1(name: str, description: str) -> CheckpointEntry:
         description=description,
         family="blip2",
         kind="stage1",
-        tasks=("retrieval", "itm", "itc", "classify"),
+        tasks=("retrieval", "itm", "itc", "classify", "match"),
         hf_repo="Salesforce/blip2-itm-vit-g",
         lavis_url=_LAVIS_BASE + "blip2_pretrained.pth",
         lavis_vit_url=EVA_VIT_G_URL,

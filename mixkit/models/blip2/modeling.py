@@ -59,13 +59,16 @@ class Blip2Base(nn.Module):
     config: Blip2Config
     # What `config.json` names as the architecture: the `transformers` class with the same weight layout.
     architecture = "Blip2ForConditionalGeneration"
+    # Families built on these parts (InstructBLIP) name their own config class and Q-Former.
+    config_class: type = Blip2Config
+    qformer_class: type[QFormer] = QFormer
 
     def __init__(self, config: Blip2Config):
         super().__init__()
         self.config = config
         self.vision_model = VisionTransformer(config.vision_config)
         self.query_tokens = nn.Parameter(torch.zeros(1, config.num_query_tokens, config.qformer_config.hidden_size))
-        self.qformer = QFormer(config.qformer_config)
+        self.qformer = self.qformer_class(config.qformer_config)
         self.vision_frozen = False
 
     def lock_image_tower(self) -> None:
@@ -128,7 +131,7 @@ class Blip2Base(nn.Module):
 
         The parameters are built on `meta` and then become the memory-mapped checkpoint tensors: no random
         initialisation to throw away, one copy in memory. Only weights allowed to be missing get initialised."""
-        config = Blip2Config.from_pretrained(directory)
+        config = cls.config_class.from_pretrained(directory)
         with parameters_on_meta():
             model = cls(config)
         load_weights_strict(model, read_weights_with_base(Path(directory)), allowed_missing_prefixes, assign=True)
@@ -208,7 +211,11 @@ class Blip2Model(Blip2Base):
         attention_mask: torch.Tensor | None = None,
     ) -> Blip2LanguageInputs:
         """[projected queries; text embeddings] and the matching mask."""
-        queries = self.project_queries(image_embeds)
+        return self.join_queries_and_text(self.project_queries(image_embeds), input_ids, attention_mask)
+
+    def join_queries_and_text(self, queries: torch.Tensor, input_ids: torch.Tensor,
+                              attention_mask: torch.Tensor | None = None) -> Blip2LanguageInputs:
+        """Projected queries in front of the text's embeddings, with the matching mask."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         text = self.language_model.get_input_embeddings()(input_ids)
@@ -229,6 +236,12 @@ class Blip2Model(Blip2Base):
         if image_embeds is None:
             image_embeds = self.encode_image(pixel_values)
         inputs = self.language_inputs(image_embeds, input_ids, attention_mask)
+        return self.language_model_output(inputs, decoder_input_ids, decoder_attention_mask)
+
+    def language_model_output(self, inputs: Blip2LanguageInputs, decoder_input_ids: torch.Tensor | None = None,
+                              decoder_attention_mask: torch.Tensor | None = None) -> Blip2Output:
+        """The LLM's logits on prepared inputs (the shared half of `forward`, for families that build the
+        queries differently)."""
         if self.is_encoder_decoder:
             outputs = self.language_model(
                 inputs_embeds=inputs.inputs_embeds,
@@ -239,6 +252,25 @@ class Blip2Model(Blip2Base):
             return Blip2Output(outputs.logits, 0)
         outputs = self.language_model(inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask)
         return Blip2Output(outputs.logits, self.config.num_query_tokens)
+
+    @property
+    def has_plain_output_head(self) -> bool:
+        """Whether the LLM's logits are exactly `output head(base model's last hidden state)`, so the head may
+        run on chosen positions only (OPT and Llama: no logit scaling or soft-capping after the head)."""
+        return type(self.language_model).__name__ in PLAIN_HEAD_LANGUAGE_MODELS
+
+    def decoder_hidden_states(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
+                              attention_mask: torch.Tensor) -> Blip2Output:
+        """Decoder-only LLM: the last hidden states over [queries; input_ids] (in `Blip2Output.logits`' place),
+        before the output head. Training takes the head on the labelled positions only (`output_logits`): the
+        32 query positions and the padding never carry a label, and the head is the step's largest matmul."""
+        inputs = self.language_inputs(self.encode_image(pixel_values), input_ids, attention_mask)
+        outputs = self.language_model.base_model(inputs_embeds=inputs.inputs_embeds,
+                                                 attention_mask=inputs.attention_mask)
+        return Blip2Output(outputs.last_hidden_state, self.config.num_query_tokens)
+
+    def output_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.language_model.get_output_embeddings()(hidden_states)
 
     def default_generation_kwargs(self) -> dict[str, Any]:
         """Stop and pad ids from the checkpoint's config (OPT checkpoints stop on the "\\n" token)."""
@@ -268,11 +300,22 @@ class Blip2Model(Blip2Base):
         """
         if image_embeds is None:
             image_embeds = self.encode_image(pixel_values)
-        batch = image_embeds.shape[0]
-        if input_ids is None:
-            input_ids = self._empty_prompt(batch, image_embeds.device)
-            attention_mask = torch.ones_like(input_ids)
+        input_ids, attention_mask = self.prompt_or_default(input_ids, attention_mask, image_embeds)
         inputs = self.language_inputs(image_embeds, input_ids, attention_mask)
+        return self.generate_from_inputs(inputs, share_prefill=share_prefill, **generation_kwargs)
+
+    def prompt_or_default(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                          image_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The prompt as given, or the default one (the LLM's bos alone; empty for encoder-decoder models)."""
+        if input_ids is not None:
+            return input_ids, attention_mask
+        input_ids = self._empty_prompt(image_embeds.shape[0], image_embeds.device)
+        return input_ids, torch.ones_like(input_ids)
+
+    @torch.no_grad()
+    def generate_from_inputs(self, inputs: Blip2LanguageInputs, *, share_prefill: bool = True,
+                             **generation_kwargs: Any) -> torch.Tensor:
+        """The LLM half of `generate` on prepared [queries; prompt] inputs (same return convention)."""
         kwargs = {**self.default_generation_kwargs(), **generation_kwargs}
         if self.is_encoder_decoder:
             sequences = self.language_model.generate(
@@ -280,6 +323,7 @@ class Blip2Model(Blip2Base):
             )
             return sequences[:, 1:]  # drop the decoder start token
         embeds, mask = move_padding_left(inputs.inputs_embeds, inputs.attention_mask)
+        _penalise_new_tokens_per_row(kwargs)
         if share_prefill and kwargs.get("num_beams", 1) > 1 and "cache_implementation" not in kwargs:
             kwargs[_cache_keyword(self.language_model)] = self._shared_prefill(embeds, mask, kwargs["num_beams"])
         return self.language_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
@@ -293,7 +337,14 @@ class Blip2Model(Blip2Base):
         does not hold). Position ids come from the full attention mask either way, and the beams' prefix
         values are exact copies, so the search sees the same numbers it would compute itself.
         """
-        outputs = self.language_model(inputs_embeds=embeds[:, :-1], attention_mask=mask[:, :-1], use_cache=True)
+        prefix_mask = mask[:, :-1]
+        positions = {}
+        if _accepts_position_ids(type(self.language_model)):
+            # Llama-style LLMs number positions 0..n-1 unless told otherwise; `generate` numbers only the real
+            # tokens (transformers' `_prepare_position_ids_for_generation`), so the cached prefix must too.
+            positions["position_ids"] = (prefix_mask.long().cumsum(-1) - 1).masked_fill(prefix_mask == 0, 0)
+        outputs = self.language_model(inputs_embeds=embeds[:, :-1], attention_mask=prefix_mask, use_cache=True,
+                                      **positions)
         # `cache` in newer transformers 5.x (reading `past_key_values` there warns), `past_key_values` before.
         cache = outputs.cache if "cache" in outputs else outputs.past_key_values
         cache.batch_repeat_interleave(num_beams)
@@ -306,6 +357,10 @@ class Blip2Model(Blip2Base):
         return torch.full((batch, 1), bos, dtype=torch.long, device=device)
 
 
+# Causal LMs whose forward is `lm_head(model(...).last_hidden_state)` with nothing after the head.
+PLAIN_HEAD_LANGUAGE_MODELS = frozenset({"OPTForCausalLM", "LlamaForCausalLM"})
+
+
 def _cache_keyword(language_model: nn.Module) -> str:
     """`generate`'s name for a ready KV cache: `cache` in newer `transformers` 5.x, `past_key_values` before."""
     return _cache_keyword_of(type(language_model))
@@ -315,6 +370,27 @@ def _cache_keyword(language_model: nn.Module) -> str:
 def _cache_keyword_of(model_class: type) -> str:  # a signature lookup per class, not per generate call
     parameters = inspect.signature(model_class.prepare_inputs_for_generation).parameters
     return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _penalise_new_tokens_per_row(kwargs: dict[str, Any]) -> None:
+    """A repetition penalty over every generated token of every row, as LAVIS's `transformers` applied it.
+
+    With embeddings only, `generate`'s ids are the new tokens; `transformers` 5.x still skips, per row, as many
+    leading ids as the row has left pads (`prompt_ignore_length`, meant for left-padded prompt ids), so a padded
+    row's first tokens went unpenalised and a batch answered differently from one row at a time. The same
+    penalty as our own processor, without that offset."""
+    penalty = kwargs.pop("repetition_penalty", None)
+    if penalty is None or penalty == 1.0:
+        return
+    from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+    kwargs["logits_processor"] = LogitsProcessorList([*kwargs.get("logits_processor", []),
+                                                      RepetitionPenaltyLogitsProcessor(penalty)])
+
+
+@functools.cache
+def _accepts_position_ids(model_class: type) -> bool:
+    return "position_ids" in inspect.signature(model_class.forward).parameters
 
 
 def move_padding_left(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -100,13 +100,15 @@ class Intermediate(nn.Module):
 
 
 class QFormerLayer(nn.Module):
-    def __init__(self, config: Blip2QFormerConfig, layer_index: int):
+    def __init__(self, config: Blip2QFormerConfig, layer_index: int, text_ffn: bool | None = None):
+        """`text_ffn`: build the text feed-forward blocks (default: `config.use_qformer_text_input`; InstructBLIP's
+        Q-Former always has them and its config has no such flag)."""
         super().__init__()
         self.attention = AttentionBlock(config)
         self.has_cross_attention = layer_index % config.cross_attention_frequency == 0
         if self.has_cross_attention:
             self.crossattention = AttentionBlock(config, is_cross_attention=True)
-        self.has_text_ffn = config.use_qformer_text_input
+        self.has_text_ffn = config.use_qformer_text_input if text_ffn is None else text_ffn
         if self.has_text_ffn:
             self.intermediate = Intermediate(config)
             self.output = AddNorm(config.intermediate_size, config)
@@ -147,14 +149,19 @@ class QFormerOutput:
 class QFormer(nn.Module):
     """Input LayerNorm (LAVIS's embedding LayerNorm) and the layer stack. Embedding lookup lives outside."""
 
-    def __init__(self, config: Blip2QFormerConfig):
+    def __init__(self, config: Blip2QFormerConfig, text_ffn: bool | None = None):
         super().__init__()
         self.config = config
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.encoder = nn.Module()
-        self.encoder.layer = nn.ModuleList(QFormerLayer(config, i) for i in range(config.num_hidden_layers))
+        self.encoder.layer = nn.ModuleList(QFormerLayer(config, i, text_ffn) for i in range(config.num_hidden_layers))
         self.gradient_checkpointing = False
+
+    def input_layernorm(self) -> nn.LayerNorm:
+        """The LayerNorm over the input embeddings: `layernorm` in BLIP-2's layout (InstructBLIP's Q-Former keeps
+        it under `embeddings.` and overrides this)."""
+        return self.layernorm
 
     def forward(
         self,
@@ -172,7 +179,8 @@ class QFormer(nn.Module):
         `past_key_values`: per-layer keys/values of earlier positions (the queries, for ITG) that every
         position may attend to as permitted by `self_mask`.
         """
-        hidden_states = self.dropout(self.layernorm(embeddings.to(self.layernorm.weight.dtype)))
+        norm = self.input_layernorm()
+        hidden_states = self.dropout(norm(embeddings.to(norm.weight.dtype)))
         if image_embeds is not None:
             image_embeds = image_embeds.to(hidden_states.dtype)
         checkpoint = self.gradient_checkpointing and self.training

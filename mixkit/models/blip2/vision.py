@@ -50,20 +50,22 @@ class VisionEmbeddings(nn.Module):
 
 class VisionAttention(nn.Module):
     """Fused-qkv self-attention. EVA has query and value biases but no key bias: the middle third of
-    `qkv.bias` is ignored in the forward pass, so training the ViT can never grow a key bias."""
+    `qkv.bias` is ignored in the forward pass, so training the ViT can never grow a key bias. BLIP's ViT
+    (a `BlipVisionConfig`, no `qkv_bias` field) has all three biases, as `transformers`' `BlipAttention`."""
 
     def __init__(self, config: Blip2VisionConfig):
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.embed_dim = config.hidden_size
         self.dropout = config.attention_dropout
-        self.qkv = nn.Linear(self.embed_dim, 3 * self.embed_dim, bias=config.qkv_bias)
+        self.key_bias = not isinstance(config, Blip2VisionConfig)
+        self.qkv = nn.Linear(self.embed_dim, 3 * self.embed_dim, bias=getattr(config, "qkv_bias", True))
         self.projection = nn.Linear(self.embed_dim, self.embed_dim)
 
     def _qkv_bias(self) -> torch.Tensor | None:
         bias = self.qkv.bias
-        if bias is None:
-            return None
+        if bias is None or self.key_bias:
+            return bias
         dim = self.embed_dim
         return torch.cat([bias[:dim], torch.zeros_like(bias[dim : 2 * dim]), bias[2 * dim :]])
 
