@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,24 @@ def randomize_(model: torch.nn.Module, seed: int, std: float) -> torch.nn.Module
     return model.eval()
 
 
+def teach_language(language_model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], steps: int,
+                   trains: Callable[[str], bool] = lambda name: True) -> None:
+    """Train a tiny random LLM on `texts` alone (right-padded, pads unlabelled; AdamW at 1e-2, seed 0; only the
+    parameters whose names `trains` accepts): a frozen LLM that knows the test data's language, as a real one knows
+    English, so that a run that trains the image side measures what the image adds. Left in eval mode."""
+    torch.manual_seed(0)
+    tokens = tokenizer(list(texts), padding=True, padding_side="right", return_tensors="pt")
+    labels = tokens.input_ids.masked_fill(tokens.attention_mask == 0, -100)
+    optimizer = torch.optim.AdamW([p for name, p in language_model.named_parameters() if trains(name)], lr=1e-2)
+    language_model.train()
+    for _ in range(steps):
+        loss = language_model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    language_model.eval()
+
+
 def save_transformers_blip2(directory: str | Path, seed: int = 4) -> tuple[Any, Any]:
     """A tiny BLIP-2 OPT folder written by `transformers` itself (`Blip2ForConditionalGeneration` and
     `Blip2Processor.save_pretrained`), as the Hub's folders are; returns (model, processor)."""
@@ -222,12 +240,21 @@ def build_tiny_blip(directory: str | Path, architecture: str = "BlipForPreTraini
     directory = Path(directory)
     tokenizer = train_blip_tokenizer(texts, directory)
     torch.manual_seed(seed)
-    model = randomize_(BlipModel(tiny_blip_config_for(tokenizer, image_size), architecture), seed, weight_std)
+    model = BlipModel(tiny_blip_config_for(tokenizer, image_size), architecture)
+    return _save_random_blip_family(BlipPipeline, model, tokenizer, lavis_settings(), directory, image_size, seed,
+                                    weight_std)
+
+
+def _save_random_blip_family(pipeline_class: Any, model: Any, tokenizer: Any, settings: Any, directory: Path,
+                             image_size: int, seed: int, weight_std: float) -> Any:
+    """BLIP / ALBEF: random weights, `temp` (where the architecture has one) at LAVIS's initial 0.07, the
+    pipeline over them saved as a complete folder; returns the pipeline."""
+    model = randomize_(model, seed, weight_std)
     with torch.no_grad():
         if hasattr(model, "temp"):
             model.temp.fill_(0.07)
-    pipeline = BlipPipeline(model, tokenizer, ImageProcessorConfig(image_size=image_size), lavis_settings(),
-                            directory=directory)
+    pipeline = pipeline_class(model, tokenizer, ImageProcessorConfig(image_size=image_size), settings,
+                              directory=directory)
     pipeline.save_pretrained(directory)
     return pipeline
 
@@ -247,14 +274,8 @@ def build_tiny_albef(directory: str | Path, architecture: str = "AlbefForPreTrai
     config = tiny_albef_config(len(tokenizer), image_size, cls_token_id=tokenizer.cls_token_id,
                                sep_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
-    model = randomize_(AlbefModel(config, architecture), seed, weight_std)
-    with torch.no_grad():
-        if hasattr(model, "temp"):
-            model.temp.fill_(0.07)
-    pipeline = AlbefPipeline(model, tokenizer, ImageProcessorConfig(image_size=image_size), folder_settings(),
-                             directory=directory)
-    pipeline.save_pretrained(directory)
-    return pipeline
+    return _save_random_blip_family(AlbefPipeline, AlbefModel(config, architecture), tokenizer, folder_settings(),
+                                    directory, image_size, seed, weight_std)
 
 
 def build_tiny_minigpt4(directory: str | Path, variant: str = "vicuna0", texts: Sequence[str] = DEFAULT_TEXTS,

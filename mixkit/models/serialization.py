@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors import safe_open
@@ -26,6 +27,7 @@ from torch.nn.modules.module import register_module_parameter_registration_hook
 
 from mixkit.models.layout import WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -188,6 +190,18 @@ def materialize_meta_tensors(model: nn.Module, build: Callable[[], nn.Module]) -
         else:
             module._buffers[attribute] = value  # in place of the meta one: its persistence flag is kept
     return names
+
+
+def build_and_load(build: Callable[[], ModuleT], state: dict[str, torch.Tensor],
+                   allowed_missing_prefixes: tuple[str, ...] = ()) -> ModuleT:
+    """What every `from_pretrained` does: `build()` under `parameters_on_meta`, `state` loaded strictly by
+    assignment (the checkpoint's tensors become the parameters), then what was allowed to be missing filled as a
+    fresh `build()` initialises it. Returned in eval mode."""
+    with parameters_on_meta():
+        model = build()
+    load_weights_strict(model, state, allowed_missing_prefixes, assign=True)
+    materialize_meta_tensors(model, build)
+    return model.eval()
 
 
 def take_matching_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> set[str]:

@@ -25,14 +25,14 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
 
 from mixkit.data.text import clean_question
-from mixkit.data.transforms import EvalImageTransform, ImageProcessorConfig
+from mixkit.data.transforms import ImageProcessorConfig
 from mixkit.models.blip.modeling import BlipModel
 from mixkit.models.blip.reference import NUM_ANSWER_CANDIDATES, folder_settings
 from mixkit.models.hub import check_checkpoint_dir, resolve_checkpoint
 from mixkit.models.settings import GenerationSettings, PredictionSettings
 from mixkit.pipelines.blip2 import catalogue_entry_for
-from mixkit.pipelines.common import ImageInput, as_images, batches, pick_device
-from mixkit.pipelines.options import DEFAULT_TEMPLATE, label_prompts
+from mixkit.pipelines.common import (ImageInput, ImageTextPipeline, ItcClassifier, answer_rows_grouped,
+                                     place_model)
 from mixkit.pipelines.settings import resolve_prediction_settings
 
 MAX_TEXT_LENGTH = 35  # LAVIS: compute_sim_matrix tokenizes retrieval texts to 35; blip_vqa's max_txt_len is 35
@@ -65,8 +65,9 @@ def special_token_ids(tokenizer: PreTrainedTokenizerBase, model: BlipModel, dire
     return bos, enc
 
 
-class BlipPipeline:
-    """A BLIP checkpoint (any of its architectures), its BERT tokenizer, image preprocessing and settings."""
+class BlipPipeline(ItcClassifier, ImageTextPipeline):
+    """A BLIP checkpoint (any of its architectures), its BERT tokenizer, image preprocessing and settings
+    (`caption`, `classify`, `save_pretrained`: the shared ones of `mixkit.pipelines.common`)."""
 
     family = "blip"
     tasks = ("caption", "vqa", "retrieval", "itm", "itc", "classify", "match")
@@ -74,11 +75,7 @@ class BlipPipeline:
 
     def __init__(self, model: BlipModel, tokenizer: PreTrainedTokenizerBase, image_config: ImageProcessorConfig,
                  settings: PredictionSettings, device: torch.device | str = "cpu", directory: Path = Path(".")):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.transform = EvalImageTransform(image_config)
-        self.settings = settings
-        self.device = torch.device(device)
+        super().__init__(model, tokenizer, image_config, settings, device)
         self.bos_token_id, self.enc_token_id = self.start_token_ids(tokenizer, model, directory)
 
     def start_token_ids(self, tokenizer: PreTrainedTokenizerBase, model: BlipModel,
@@ -99,20 +96,12 @@ class BlipPipeline:
             settings = resolve_prediction_settings(directory, entry, folder_settings)
         else:
             settings = folder_settings()  # nothing to generate with; kept so every pipeline has settings
-        target = pick_device(device)
+        target = place_model(model, device)
         # The model's config given: `transformers` would otherwise read config.json again (and warn on ALBEF's).
         tokenizer = AutoTokenizer.from_pretrained(str(directory), config=model.config)
-        return cls(model.to(target), tokenizer, ImageProcessorConfig.load(directory), settings, target, directory)
+        return cls(model, tokenizer, ImageProcessorConfig.load(directory), settings, target, directory)
 
-    # ---------------------------------------------------------------- images and text
-
-    def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        return torch.stack([self.transform(image) for image in as_images(images)]).to(self.device)
-
-    @torch.no_grad()
-    def encode_images(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """ViT outputs [batch, 1 + patches, hidden], computed once per image and reused."""
-        return self.model.encode_image(self.preprocess(images))
+    # ---------------------------------------------------------------- text
 
     def tokenize(self, texts: Sequence[str], first_token: int | None = None) -> BatchEncoding:
         """[CLS] text [SEP], right-padded to the longest, at most 35 tokens, on the CPU; `first_token` replaces
@@ -145,16 +134,6 @@ class BlipPipeline:
             for row, text in zip(rows, self.decode(ids)):
                 texts[row] = text
         return [text or "" for text in texts]
-
-    def caption(self, images: Sequence[ImageInput], prompt: str | None = None,
-                settings: GenerationSettings | None = None, batch_size: int = 8) -> list[str]:
-        """One caption per image, without the prompt; `prompt` None: the checkpoint's, "" none."""
-        prompt = self.settings.prompt if prompt is None else prompt
-        settings = settings or self.settings.caption
-        texts: list[str] = []
-        for chunk in batches(images, batch_size):
-            texts += self.generate(self.encode_images(chunk), [prompt] * len(chunk), settings)
-        return texts
 
     # ---------------------------------------------------------------- VQA
 
@@ -193,9 +172,9 @@ class BlipPipeline:
                        prompt_template: str | None = None, image_batch: int | None = None) -> list[list[str]]:
         """Every question about each image (`questions[i]` about `images[i]`), each image encoded once."""
         settings = settings or self.settings.vqa
-        return self._per_question(images, questions, question_batch, image_batch,
-                                  lambda embeds, prompts: self.generate_answers(embeds, prompts, settings),
-                                  prompt_template)
+        return answer_rows_grouped(images, self._vqa_prompts(questions, prompt_template), self.encode_images,
+                                   lambda embeds, prompts: self.generate_answers(embeds, prompts, settings),
+                                   question_batch, image_batch)
 
     def rank_answers(self, images: Sequence[ImageInput], questions: Sequence[Sequence[str]],
                      answer_list: Sequence[str], question_batch: int = 8, image_batch: int | None = None,
@@ -206,10 +185,13 @@ class BlipPipeline:
             raise ValueError("--answers: give one or more non-empty answers")
         answer_tokens = self.tokenize(answer_list, first_token=self.bos_token_id).to(self.device)
         k = min(num_candidates, len(answer_list))
-        return self._per_question(
-            images, questions, question_batch, image_batch,
+        return answer_rows_grouped(
+            images, self._vqa_prompts(questions, None), self.encode_images,
             lambda embeds, prompts: [answer_list[i] for i in self._best_answers(embeds, prompts, answer_tokens, k)],
-            None)
+            question_batch, image_batch)
+
+    def _vqa_prompts(self, questions: Sequence[Sequence[str]], template: str | None) -> list[list[str]]:
+        return [[self.vqa_prompt(question, template) for question in asked] for asked in questions]
 
     @torch.no_grad()
     def _best_answers(self, image_embeds: torch.Tensor, prompts: Sequence[str], answers: BatchEncoding,
@@ -227,25 +209,6 @@ class BlipPipeline:
                                  ignore_index=-100, label_smoothing=RANK_LABEL_SMOOTHING, reduction="none")
         log_likelihood = -losses.view(rows, k, -1).sum(-1)
         return candidates.gather(1, log_likelihood.argmax(1, keepdim=True)).squeeze(1).tolist()
-
-    def _per_question(self, images, questions, question_batch, image_batch, answer_rows, prompt_template):
-        """Encode `image_batch` images at a time; run `answer_rows(embeds, prompts)` over question chunks."""
-        if len(images) != len(questions):
-            raise ValueError(f"{len(images)} images but {len(questions)} question lists")
-        step = image_batch or max(1, len(images))
-        flat_answers: list[str] = []
-        for start in range(0, len(images), step):
-            embeds = self.encode_images(images[start : start + step])
-            rows = [(index, self.vqa_prompt(q, prompt_template))
-                    for index, asked in enumerate(questions[start : start + step]) for q in asked]
-            for chunk in batches(rows, question_batch):
-                index = torch.tensor([row for row, _ in chunk], device=embeds.device)
-                flat_answers += answer_rows(embeds.index_select(0, index), [prompt for _, prompt in chunk])
-        grouped, position = [], 0
-        for asked in questions:
-            grouped.append(flat_answers[position : position + len(asked)])
-            position += len(asked)
-        return grouped
 
     # ---------------------------------------------------------------- ITC / ITM
 
@@ -283,24 +246,6 @@ class BlipPipeline:
         ids[:, 0] = self.enc_token_id
         logits = self.model.itm_logits(features.image_embeds, ids, tokens.attention_mask.to(self.device))
         return {"itm": logits.softmax(-1)[:, 1].float().cpu().tolist(), "itc": cosine.float().cpu().tolist()}
-
-    @torch.no_grad()
-    def classify(self, images: Sequence[ImageInput], labels: Sequence[str], template: str = DEFAULT_TEMPLATE,
-                 batch_size: int = 8) -> torch.Tensor:
-        """[images, labels] probabilities on the CPU: softmax over labels of cosine / temp (the ITC logits)."""
-        tokens = self.tokenize(label_prompts(labels, template))
-        text_feats = self.text_features(tokens.input_ids, tokens.attention_mask)
-        probs = [self.model.similarity(self.image_features(chunk).image_feats, text_feats).softmax(-1).float().cpu()
-                 for chunk in batches(list(images), batch_size)]
-        return torch.cat(probs)
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """A complete folder: weights, config, tokenizer, preprocessing, settings."""
-        directory = self.model.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
-        self.transform.config.save(directory)
-        self.settings.save(directory)
-        return directory
 
 
 __all__ = ["BlipImageFeatures", "BlipPipeline", "MAX_TEXT_LENGTH", "special_token_ids"]

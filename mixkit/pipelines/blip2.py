@@ -20,15 +20,14 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from mixkit.data.text import clean_question
-from mixkit.data.transforms import EvalImageTransform, ImageProcessorConfig
+from mixkit.data.transforms import ImageProcessorConfig
 from mixkit.models.blip2.modeling import Blip2Model
 from mixkit.models.blip2.reference import reference_settings
 from mixkit.models.catalogue import get_checkpoint
 from mixkit.models.entry import CheckpointEntry
 from mixkit.models.hub import identify_checkpoint, resolve_checkpoint
 from mixkit.models.settings import GenerationSettings, PredictionSettings
-from mixkit.pipelines.common import ImageInput, as_images, batches, half_dtype, pick_device
+from mixkit.pipelines.common import ImageTextPipeline, place_model
 from mixkit.pipelines.settings import resolve_prediction_settings
 
 logger = logging.getLogger(__name__)
@@ -62,19 +61,16 @@ def catalogue_entry_for(name_or_dir: str, directory: Path) -> CheckpointEntry | 
     return get_checkpoint(name_or_dir)
 
 
-class Blip2Pipeline:
-    """A BLIP-2 checkpoint with its tokenizer, image preprocessing and reference settings."""
+class Blip2Pipeline(ImageTextPipeline):
+    """A BLIP-2 checkpoint with its tokenizer, image preprocessing and reference settings (`caption`, `answer`,
+    `answer_grouped`, `save_pretrained`: `ImageTextPipeline`'s)."""
 
     family = "blip2"
     tasks = ("caption", "vqa")
 
     def __init__(self, model: Blip2Model, tokenizer: PreTrainedTokenizerBase, image_config: ImageProcessorConfig,
                  settings: PredictionSettings, device: torch.device | str = "cpu"):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.transform = EvalImageTransform(image_config)
-        self.settings = settings
-        self.device = torch.device(device)
+        super().__init__(model, tokenizer, image_config, settings, device)
         self.padding_side = "right" if model.is_encoder_decoder else "left"
 
     @classmethod
@@ -86,29 +82,10 @@ class Blip2Pipeline:
         model = Blip2Model.from_pretrained(directory)
         settings = resolve_prediction_settings(directory, entry,
                                                lambda: reference_settings(model.is_encoder_decoder))
-        target = pick_device(device)
-        half = None if fp32 else half_dtype(target)
-        if half is not None:
-            model.set_inference_dtypes(half, half)
-        model.to(target)
+        target = place_model(model, device, fp32)
         tokenizer = AutoTokenizer.from_pretrained(directory)
         check_special_tokens(model, tokenizer, directory)
         return cls(model, tokenizer, ImageProcessorConfig.load(directory), settings, target)
-
-    # ---------------------------------------------------------------- building blocks
-
-    def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """Pixel tensors on the model's device: [batch, 3, size, size]."""
-        return torch.stack([self.transform(image) for image in as_images(images)]).to(self.device)
-
-    @torch.no_grad()
-    def encode_images(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """Image-encoder outputs [batch, patches, hidden], computed once and reused for every prompt."""
-        return self.model.encode_image(self.preprocess(images))
-
-    def vqa_prompt(self, question: str, template: str | None = None) -> str:
-        """The reference VQA prompt for a question (LAVIS's question cleaning, then the template)."""
-        return (self.settings.vqa_prompt if template is None else template).format(clean_question(question))
 
     @torch.no_grad()
     def generate(self, image_embeds: torch.Tensor, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:
@@ -119,70 +96,6 @@ class Blip2Pipeline:
         ids = self.model.generate(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask,
                                   image_embeds=image_embeds, **settings.generate_kwargs())
         return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
-
-    # ---------------------------------------------------------------- tasks
-
-    def caption(self, images: Sequence[ImageInput], prompt: str | None = None,
-                settings: GenerationSettings | None = None, batch_size: int = 8) -> list[str]:
-        """One caption per image, without the prompt. Default prompt: the checkpoint's own."""
-        prompt = self.settings.prompt if prompt is None else prompt
-        settings = settings or self.settings.caption
-        texts: list[str] = []
-        for chunk in batches(images, batch_size):
-            texts += self.generate(self.encode_images(chunk), [prompt] * len(chunk), settings)
-        return texts
-
-    def answer(self, images: Sequence[ImageInput], questions: Sequence[str],
-               settings: GenerationSettings | None = None, batch_size: int = 8,
-               prompt_template: str | None = None) -> list[str]:
-        """One short answer per (image, question), with the reference prompt and question cleaning."""
-        if len(images) != len(questions):
-            raise ValueError(f"{len(images)} images but {len(questions)} questions")
-        settings = settings or self.settings.vqa
-        prompts = [self.vqa_prompt(question, prompt_template) for question in questions]
-        texts: list[str] = []
-        for image_chunk, prompt_chunk in zip(batches(images, batch_size), batches(prompts, batch_size)):
-            texts += self.generate(self.encode_images(image_chunk), prompt_chunk, settings)
-        return texts
-
-    def answer_grouped(self, images: Sequence[ImageInput], questions: Sequence[Sequence[str]],
-                       settings: GenerationSettings | None = None, question_batch: int = 8,
-                       prompt_template: str | None = None, image_batch: int | None = None) -> list[list[str]]:
-        """Every question about each image, each image encoded once: `questions[i]` are asked about
-        `images[i]`; the answers come back in the same nesting. Images are encoded `image_batch` at a time
-        (default: all at once); their questions share generation batches of `question_batch` rows."""
-        if len(images) != len(questions):
-            raise ValueError(f"{len(images)} images but {len(questions)} question lists")
-        step = image_batch or max(1, len(images))
-        answers: list[list[str]] = []
-        for start in range(0, len(images), step):
-            answers += self._answer_image_batch(images[start : start + step], questions[start : start + step],
-                                                settings or self.settings.vqa, question_batch, prompt_template)
-        return answers
-
-    @torch.no_grad()
-    def _answer_image_batch(self, images: Sequence[ImageInput], questions: Sequence[Sequence[str]],
-                            settings: GenerationSettings, question_batch: int,
-                            prompt_template: str | None) -> list[list[str]]:
-        embeds = self.encode_images(images)
-        rows = [(index, self.vqa_prompt(q, prompt_template)) for index, asked in enumerate(questions) for q in asked]
-        flat: list[str] = []
-        for chunk in batches(rows, question_batch):
-            index = torch.tensor([row for row, _ in chunk], device=embeds.device)
-            flat += self.generate(embeds.index_select(0, index), [prompt for _, prompt in chunk], settings)
-        answers, start = [], 0
-        for asked in questions:
-            answers.append(flat[start : start + len(asked)])
-            start += len(asked)
-        return answers
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """A complete, self-describing folder: weights, config, tokenizer, preprocessing, settings."""
-        directory = self.model.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
-        self.transform.config.save(directory)
-        self.settings.save(directory)
-        return directory
 
 
 __all__ = ["Blip2Pipeline", "check_special_tokens"]

@@ -21,15 +21,14 @@ from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
 from mixkit.data.transforms import EvalImageTransform, ImageProcessorConfig
 from mixkit.models.blip2.stage1 import Blip2Stage1Model, ImageFeatures
 from mixkit.models.hub import check_checkpoint_dir, resolve_checkpoint
-from mixkit.pipelines.common import ImageInput
-from mixkit.pipelines.common import as_images, batches, pick_device
-from mixkit.pipelines.options import DEFAULT_TEMPLATE, label_prompts
+from mixkit.pipelines.common import ImageInput, ItcClassifier, pixel_batch, place_model
 
 MAX_TEXT_LENGTH = 35  # LAVIS compute_sim_matrix tokenizes retrieval texts to 35 tokens
 
 
-class Blip2RetrievalPipeline:
-    """A stage-1 BLIP-2 checkpoint (Q-Former with text blocks), its BERT tokenizer and image preprocessing."""
+class Blip2RetrievalPipeline(ItcClassifier):
+    """A stage-1 BLIP-2 checkpoint (Q-Former with text blocks), its BERT tokenizer and image preprocessing
+    (`classify`: `ItcClassifier`'s, over the best-query cosine divided by the learned `temp`)."""
 
     family = "blip2"
     tasks = ("retrieval", "itm", "itc", "classify", "match")
@@ -55,8 +54,8 @@ class Blip2RetrievalPipeline:
         vocab = model.config.qformer_config.vocab_size
         if len(tokenizer) > vocab:
             raise ValueError(f"{directory}: the tokenizer has {len(tokenizer)} tokens, the Q-Former vocabulary {vocab}")
-        target = pick_device(device)
-        return cls(model.to(target), tokenizer, image_config, target)
+        target = place_model(model, device)
+        return cls(model, tokenizer, image_config, target)
 
     def tokenize(self, texts: Sequence[str]) -> BatchEncoding:
         """Right-padded to the longest, truncated to LAVIS's 35 tokens; on the CPU."""
@@ -70,8 +69,7 @@ class Blip2RetrievalPipeline:
 
     @torch.no_grad()
     def image_features(self, images: Sequence[ImageInput]) -> ImageFeatures:
-        pixels = torch.stack([self.transform(image) for image in as_images(images)]).to(self.device)
-        return self.model.encode_image_features(pixels)
+        return self.model.encode_image_features(pixel_batch(self.transform, images, self.device))
 
     def itc_similarity(self, image_feats: torch.Tensor, text_feats: torch.Tensor) -> torch.Tensor:
         """[images, texts]: cosine of the best-matching query, no temperature (how LAVIS ranks)."""
@@ -96,17 +94,6 @@ class Blip2RetrievalPipeline:
         logits = self.model.itm_logits(features.image_embeds, tokens.input_ids.to(self.device),
                                        tokens.attention_mask.to(self.device))
         return {"itm": logits.softmax(-1)[:, 1].float().cpu().tolist(), "itc": cosine.float().cpu().tolist()}
-
-    @torch.no_grad()
-    def classify(self, images: Sequence[ImageInput], labels: Sequence[str], template: str = DEFAULT_TEMPLATE,
-                 batch_size: int = 8) -> torch.Tensor:
-        """[images, labels] probabilities on the CPU: softmax over labels of the ITC logits (best-query cosine
-        divided by the learned `temp`), labels in order."""
-        tokens = self.tokenize(label_prompts(labels, template))
-        text_feats = self.text_features(tokens.input_ids, tokens.attention_mask)
-        probs = [self.model.similarity(self.image_features(batch).image_feats, text_feats).softmax(-1).float().cpu()
-                 for batch in batches(list(images), batch_size)]
-        return torch.cat(probs)
 
 
 __all__ = ["MAX_TEXT_LENGTH", "Blip2RetrievalPipeline"]

@@ -31,7 +31,7 @@ from mixkit.models.clip.eva_config import MODEL_TYPE as EVA_CLIP_MODEL_TYPE
 from mixkit.models.hub import check_checkpoint_dir, resolve_checkpoint
 from mixkit.models.layout import CONFIG_NAME
 from mixkit.pipelines.common import ImageInput
-from mixkit.pipelines.common import as_images, batches, pick_device
+from mixkit.pipelines.common import as_images, batches, place_model
 from mixkit.pipelines.options import DEFAULT_TEMPLATE, label_prompts
 
 
@@ -63,8 +63,8 @@ class ClipPipeline:
         eva = isinstance(model, EvaClipModel)
         tokenizer = (CLIPTokenizer if eva else AutoTokenizer).from_pretrained(str(directory))
         image_processor = (CLIPImageProcessor if eva else AutoImageProcessor).from_pretrained(str(directory))
-        target = pick_device(device)
-        return cls(model.to(target), tokenizer, image_processor, target)
+        target = place_model(model, device)
+        return cls(model, tokenizer, image_processor, target)
 
     @property
     def logit_scale(self) -> float:

@@ -22,8 +22,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, TextStreamer
 
-from mixkit.data.text import clean_question
-from mixkit.data.transforms import EvalImageTransform, ImageProcessorConfig
+from mixkit.data.transforms import ImageProcessorConfig
 from mixkit.models.generation_config import read_generation_settings
 from mixkit.models.hub import resolve_checkpoint
 from mixkit.models.instructblip.modeling import InstructBlipModel
@@ -31,7 +30,7 @@ from mixkit.models.instructblip.reference import QFORMER_MAX_LENGTH, reference_s
 from mixkit.models.settings import GenerationSettings, PredictionSettings
 from mixkit.pipelines.blip2 import catalogue_entry_for
 from mixkit.pipelines.chat import ChatTurn, check_turns
-from mixkit.pipelines.common import ImageInput, as_images, batches, half_dtype, pick_device
+from mixkit.pipelines.common import ImageInput, ImageTextPipeline, place_model
 from mixkit.pipelines.settings import resolve_prediction_settings
 
 QFORMER_TOKENIZER_DIR = "qformer_tokenizer"  # where `InstructBlipProcessor.save_pretrained` puts it
@@ -68,8 +67,10 @@ def _load_qformer_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-class InstructBlipPipeline:
-    """An InstructBLIP checkpoint with its two tokenizers, image preprocessing and reference settings."""
+class InstructBlipPipeline(ImageTextPipeline):
+    """An InstructBLIP checkpoint with its two tokenizers, image preprocessing and reference settings (`caption`,
+    `answer`, `vqa_prompt`: `ImageTextPipeline`'s). The ViT runs once per image (`encode_images`); the Q-Former
+    runs per instruction in `generate`."""
 
     family = "instructblip"
     tasks = ("chat", "caption", "vqa")
@@ -79,12 +80,8 @@ class InstructBlipPipeline:
                  settings: PredictionSettings, device: torch.device | str = "cpu"):
         if settings.chat is None:
             raise ValueError("InstructBLIP settings need chat generation settings")
-        self.model = model.eval()
-        self.tokenizer = tokenizer
+        super().__init__(model, tokenizer, image_config, settings, device)
         self.qformer_tokenizer = qformer_tokenizer
-        self.transform = EvalImageTransform(image_config)
-        self.settings = settings
-        self.device = torch.device(device)
         self.padding_side = "right" if model.is_encoder_decoder else "left"
 
     @classmethod
@@ -98,11 +95,7 @@ class InstructBlipPipeline:
         encoder_decoder = model.is_encoder_decoder
         settings = resolve_prediction_settings(directory, entry, lambda: reference_settings(
             encoder_decoder, read_generation_settings(directory, encoder_decoder)))
-        target = pick_device(device)
-        half = None if fp32 else half_dtype(target)
-        if half is not None:
-            model.set_inference_dtypes(half, half)
-        model.to(target)
+        target = place_model(model, device, fp32)
         return cls(model, AutoTokenizer.from_pretrained(directory), _load_qformer_tokenizer(directory),
                    ImageProcessorConfig.load(directory), settings, target)
 
@@ -111,14 +104,6 @@ class InstructBlipPipeline:
         return self.settings.chat
 
     # ---------------------------------------------------------------- building blocks
-
-    def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        return torch.stack([self.transform(image) for image in as_images(images)]).to(self.device)
-
-    @torch.no_grad()
-    def encode_images(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """ViT outputs [batch, patches, hidden]; the Q-Former runs per instruction in `generate`."""
-        return self.model.encode_image(self.preprocess(images))
 
     def _instruction_inputs(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         llm = self.tokenizer(list(prompts), padding=True, padding_side=self.padding_side, return_tensors="pt")
@@ -136,15 +121,6 @@ class InstructBlipPipeline:
                                   **settings.generate_kwargs(), **generation_kwargs)
         return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
-    def _generate_per_image(self, images: Sequence[ImageInput], prompts: Sequence[str],
-                            settings: GenerationSettings, batch_size: int) -> list[str]:
-        if len(images) != len(prompts):
-            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-        texts: list[str] = []
-        for image_chunk, prompt_chunk in zip(batches(images, batch_size), batches(prompts, batch_size)):
-            texts += self.generate(self.encode_images(image_chunk), prompt_chunk, settings)
-        return texts
-
     # ---------------------------------------------------------------- chat
 
     def respond(self, images: Sequence[ImageInput], prompts: Sequence[str],
@@ -153,7 +129,9 @@ class InstructBlipPipeline:
         for index, prompt in enumerate(prompts):
             if not prompt.strip():
                 raise ValueError(f"prompt {index + 1} is empty")
-        return self._generate_per_image(images, prompts, settings or self.chat_settings, batch_size)
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+        return self.generate_per_image(images, prompts, settings or self.chat_settings, batch_size)
 
     def chat(self, image: ImageInput | None, turns: Sequence[ChatTurn], settings: GenerationSettings | None = None,
              on_text: Callable[[str], None] | None = None) -> str:
@@ -172,48 +150,18 @@ class InstructBlipPipeline:
 
     # ---------------------------------------------------------------- tasks with the reference prompts
 
-    def caption(self, images: Sequence[ImageInput], prompt: str | None = None,
-                settings: GenerationSettings | None = None, batch_size: int = 8) -> list[str]:
-        """One caption per image; default instruction LAVIS's "A short image caption."."""
-        prompt = self.settings.prompt if prompt is None else prompt
-        return self._generate_per_image(images, [prompt] * len(images), settings or self.settings.caption,
-                                        batch_size)
-
-    def vqa_prompt(self, question: str, template: str | None = None) -> str:
-        return (self.settings.vqa_prompt if template is None else template).format(clean_question(question))
-
-    def answer(self, images: Sequence[ImageInput], questions: Sequence[str],
-               settings: GenerationSettings | None = None, batch_size: int = 8,
-               prompt_template: str | None = None) -> list[str]:
-        prompts = [self.vqa_prompt(question, prompt_template) for question in questions]
-        return self._generate_per_image(images, prompts, settings or self.settings.vqa, batch_size)
-
     def answer_grouped(self, images: Sequence[ImageInput], questions: Sequence[Sequence[str]],
                        settings: GenerationSettings | None = None, question_batch: int = 8,
                        prompt_template: str | None = None, image_batch: int | None = None) -> list[list[str]]:
-        """Every question about each image, each image encoded once (as `Blip2Pipeline.answer_grouped`)."""
-        if len(images) != len(questions):
-            raise ValueError(f"{len(images)} images but {len(questions)} question lists")
-        settings = settings or self.settings.vqa
-        step = image_batch or max(1, len(images))
-        answers: list[list[str]] = []
-        for start in range(0, len(images), step):
-            embeds = self.encode_images(images[start : start + step])
-            for row, asked in enumerate(questions[start : start + step]):
-                prompts = [self.vqa_prompt(question, prompt_template) for question in asked]
-                texts: list[str] = []
-                for chunk in batches(prompts, question_batch):
-                    texts += self.generate(embeds[row : row + 1].expand(len(chunk), -1, -1), chunk, settings)
-                answers.append(texts)
-        return answers
+        """Every question about each image, each image encoded once; a generation batch holds one image's
+        questions only."""
+        return self.answer_grouped_image_by_image(images, questions, settings, question_batch, prompt_template,
+                                                  image_batch)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Weights, config, both tokenizers (the Q-Former's in `qformer_tokenizer/`), preprocessing, settings."""
-        directory = self.model.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
+        directory = super().save_pretrained(directory)
         self.qformer_tokenizer.save_pretrained(Path(directory) / QFORMER_TOKENIZER_DIR)
-        self.transform.config.save(directory)
-        self.settings.save(directory)
         return directory
 
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 from transformers import LlamaTokenizer, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
-from mixkit.data.transforms import EvalImageTransform, ImageProcessorConfig
+from mixkit.data.transforms import ImageProcessorConfig
 from mixkit.models.minigpt4.modeling import MiniGPT4Model, left_padded
 from mixkit.models.minigpt4.templates import (
     IMAGE_PLACEHOLDER, TEMPLATES, V2_REFER_PROMPT, chat_response, chat_settings, conversation_prompt,
@@ -27,7 +26,7 @@ from mixkit.models.minigpt4.templates import (
 from mixkit.models.settings import GenerationSettings, PredictionSettings
 from mixkit.pipelines.blip2 import catalogue_entry_for
 from mixkit.pipelines.chat import ChatTurn, check_turns
-from mixkit.pipelines.common import ImageInput, as_images, batches, half_dtype, pick_device
+from mixkit.pipelines.common import ImageInput, ImageTextPipeline, place_model
 from mixkit.pipelines.settings import resolve_prediction_settings
 from mixkit.models.hub import resolve_checkpoint
 
@@ -106,19 +105,16 @@ class TextPieces:
             self.sent = text
 
 
-class MiniGPT4Pipeline:
-    """A MiniGPT-4 / MiniGPT-v2 checkpoint with its Llama tokenizer, image preprocessing and settings."""
+class MiniGPT4Pipeline(ImageTextPipeline):
+    """A MiniGPT-4 / MiniGPT-v2 checkpoint with its Llama tokenizer, image preprocessing and settings (`caption`,
+    `answer`, `save_pretrained`: `ImageTextPipeline`'s, every prompt put in the template by `generate_per_image`)."""
 
     family = "minigpt4"
     tasks = ("chat", "caption", "vqa", "grounding")
 
     def __init__(self, model: MiniGPT4Model, tokenizer: PreTrainedTokenizerBase, image_config: ImageProcessorConfig,
                  settings: PredictionSettings, device: torch.device | str = "cpu"):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.transform = EvalImageTransform(image_config)
-        self.settings = settings
-        self.device = torch.device(device)
+        super().__init__(model, tokenizer, image_config, settings, device)
         self.template = TEMPLATES[model.config.conversation_template]
         self.num_image_tokens = model.num_image_tokens(image_config.image_size)
         self.stop_ids = stop_sequences(tokenizer, self.template.stop_words)
@@ -132,11 +128,7 @@ class MiniGPT4Pipeline:
         model = MiniGPT4Model.from_pretrained(directory)
         template = model.config.conversation_template
         settings = resolve_prediction_settings(directory, entry, lambda: reference_settings(template))
-        target = pick_device(device)
-        half = None if fp32 else half_dtype(target)
-        if half is not None:
-            model.set_inference_dtypes(half, half)
-        model.to(target)
+        target = place_model(model, device, fp32)
         tokenizer = LlamaTokenizer.from_pretrained(directory, legacy=True)  # the flag is not saved with it
         if len(tokenizer) > model.language_model.config.vocab_size:
             raise ValueError(f"{directory}: the tokenizer has {len(tokenizer)} tokens but the language model only "
@@ -152,8 +144,7 @@ class MiniGPT4Pipeline:
     @torch.no_grad()
     def encode_images(self, images: Sequence[ImageInput]) -> torch.Tensor:
         """Each image's LLM tokens [batch, tokens, LLM hidden], computed once and reused for every prompt."""
-        pixels = torch.stack([self.transform(image) for image in as_images(images)]).to(self.device)
-        return self.model.image_tokens(self.model.encode_image(pixels))
+        return self.model.image_tokens(self.model.encode_image(self.preprocess(images)))
 
     def prompt_ids(self, prompt: str) -> tuple[list[int], list[bool]]:
         """Token ids of the prompt with `num_image_tokens` slots per `<ImageHere>` (marked True), each text
@@ -217,7 +208,7 @@ class MiniGPT4Pipeline:
         """Single-turn chat, one response per (image, prompt) row, in the chat template."""
         if len(images) != len(prompts):
             raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-        texts = [conversation_prompt(self.template, [("user", prompt)]) for prompt in prompts]
+        texts = [self.model_prompt(prompt) for prompt in prompts]
         return self.generate(self.encode_images(images), texts, settings or self.chat_settings, clean=chat_response)
 
     def chat(self, image: ImageInput | None, turns: Sequence[ChatTurn], settings: GenerationSettings | None = None,
@@ -233,48 +224,18 @@ class MiniGPT4Pipeline:
 
     # ---------------------------------------------------------------- tasks
 
-    def _task(self, images: Sequence[ImageInput], instructions: Sequence[str], settings: GenerationSettings,
-              batch_size: int) -> list[str]:
-        """Instructions as the first user message of the template (`prepare_texts` in the eval scripts)."""
-        texts: list[str] = []
-        for image_chunk, text_chunk in zip(batches(images, batch_size), batches(instructions, batch_size)):
-            prompts = [conversation_prompt(self.template, [("user", text)]) for text in text_chunk]
-            texts += self.generate(self.encode_images(image_chunk), prompts, settings)
-        return texts
-
-    def caption(self, images: Sequence[ImageInput], prompt: str | None = None,
-                settings: GenerationSettings | None = None, batch_size: int = 8) -> list[str]:
-        prompt = self.settings.prompt if prompt is None else prompt
-        return self._task(images, [prompt] * len(images), settings or self.settings.caption, batch_size)
+    def model_prompt(self, instruction: str) -> str:
+        """The instruction as the first user message of the template (`prepare_texts` in the eval scripts)."""
+        return conversation_prompt(self.template, [("user", instruction)])
 
     def vqa_prompt(self, question: str, template: str | None = None) -> str:
         return (self.settings.vqa_prompt if template is None else template).format(question.strip())
 
-    def answer(self, images: Sequence[ImageInput], questions: Sequence[str],
-               settings: GenerationSettings | None = None, batch_size: int = 8,
-               prompt_template: str | None = None) -> list[str]:
-        if len(images) != len(questions):
-            raise ValueError(f"{len(images)} images but {len(questions)} questions")
-        prompts = [self.vqa_prompt(question, prompt_template) for question in questions]
-        return self._task(images, prompts, settings or self.settings.vqa, batch_size)
-
     def answer_grouped(self, images: Sequence[ImageInput], questions: Sequence[Sequence[str]],
                        settings: GenerationSettings | None = None, question_batch: int = 8,
                        prompt_template: str | None = None, image_batch: int | None = None) -> list[list[str]]:
-        """Every question about each image, each image encoded once."""
-        if len(images) != len(questions):
-            raise ValueError(f"{len(images)} images but {len(questions)} question lists")
-        settings = settings or self.settings.vqa
-        answers: list[list[str]] = []
-        for image, asked in zip(images, questions):
-            tokens = self.encode_images([image])
-            flat: list[str] = []
-            for chunk in batches(list(asked), question_batch):
-                prompts = [conversation_prompt(self.template, [("user", self.vqa_prompt(q, prompt_template))])
-                           for q in chunk]
-                flat += self.generate(tokens.expand(len(chunk), -1, -1), prompts, settings)
-            answers.append(flat)
-        return answers
+        """Every question about each image, each image encoded on its own (`image_batch` is not used)."""
+        return self.answer_grouped_image_by_image(images, questions, settings, question_batch, prompt_template, 1)
 
     def ground(self, images: Sequence[ImageInput], expressions: Sequence[str],
                settings: GenerationSettings | None = None, batch_size: int = 8,
@@ -283,14 +244,7 @@ class MiniGPT4Pipeline:
         if len(images) != len(expressions):
             raise ValueError(f"{len(images)} images but {len(expressions)} expressions")
         prompts = [prompt_template.format(expression) for expression in expressions]
-        return self._task(images, prompts, settings or self.settings.vqa, batch_size)
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        directory = self.model.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
-        self.transform.config.save(directory)
-        self.settings.save(directory)
-        return directory
+        return self.generate_per_image(images, prompts, settings or self.settings.vqa, batch_size)
 
 
 __all__ = ["MiniGPT4Pipeline", "StopOnSequences", "TextPieces", "stop_sequences"]

@@ -30,7 +30,7 @@ from mixkit.models.hub import check_checkpoint_dir, resolve_checkpoint
 from mixkit.models.serialization import load_weights_strict, read_weights
 from mixkit.train.albef_task import MLM_PROBABILITY, AlbefBatch, AlbefCollator, AlbefTask
 from mixkit.train.arguments import DataArguments, ModelArguments
-from mixkit.train.blip_stage import samples_per_epoch
+from mixkit.train.blip_stage import freeze_vit_if_asked, samples_per_epoch
 from mixkit.train.stages import StageParts, _dataset, _save_extras
 
 logger = logging.getLogger(__name__)
@@ -61,9 +61,7 @@ def build_albef_stage(stage: str, model_args: ModelArguments, data: DataArgument
     if not check_checkpoint_dir(model_dir).tokenizer:
         raise FileNotFoundError(f"{model_dir}: no tokenizer files (ALBEF's BERT tokenizer)")
     model = load_albef_for(model_dir, ARCHITECTURE_OF_STAGE[stage])
-    if model_args.freeze_vit:
-        model.lock_image_tower()
-        logger.warning("%s: ViT frozen (--freeze_vit true); LAVIS's recipes train it (--freeze_vit false)", stage)
+    freeze_vit_if_asked(model, model_args, stage)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), config=model.config)
     dataset = _dataset(data, seed)
     retrieval = stage == "albef-retrieval"

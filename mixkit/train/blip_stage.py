@@ -28,7 +28,6 @@ from transformers import AutoTokenizer, BlipConfig, PreTrainedTokenizerBase
 
 from mixkit.data.bad_images import SkipBadImages, collate_skipping_none
 from mixkit.data.loading import load_dataset
-from mixkit.data.transforms import ImageProcessorConfig
 from mixkit.models.blip.modeling import BlipModel, architecture_of, drop_tied_duplicates
 from mixkit.models.blip.reference import CAPTION, lavis_settings
 from mixkit.models.hub import check_checkpoint_dir, resolve_checkpoint
@@ -39,7 +38,7 @@ from mixkit.train.arguments import DataArguments, ModelArguments
 from mixkit.train.blip_task import (BlipCaptionBatch, BlipCaptionCollator, BlipCaptionTask, BlipPretrainTask,
                                     BlipTextBatch, BlipVqaBatch, BlipVqaCollator, BlipVqaTask)
 from mixkit.train.collators import Stage1Collator
-from mixkit.train.stages import StageParts, _dataset
+from mixkit.train.stages import StageParts, _dataset, _save_extras
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +80,6 @@ def caption_settings(tokenizer: PreTrainedTokenizerBase, prompt: str) -> Predict
     return PredictionSettings(prompt, reference.vqa_prompt, caption, reference.vqa)
 
 
-def _save_extras(tokenizer: PreTrainedTokenizerBase, image_size: int, settings: PredictionSettings,
-                 directory: Path) -> None:
-    tokenizer.save_pretrained(directory)
-    ImageProcessorConfig(image_size=image_size).save(directory)
-    settings.save(directory)
-
-
 def _vqa_dataset(data: DataArguments, seed: int) -> Dataset:
     if data.train_shards:
         raise ValueError("--train_shards holds caption shards; blip-vqa reads VQA records (--dataset_name "
@@ -107,10 +99,15 @@ def samples_per_epoch(dataset: Dataset) -> int:
 
 def _model(stage: str, model_dir: Path, args: ModelArguments) -> BlipModel:
     model = load_blip_for(model_dir, ARCHITECTURE_OF_STAGE[stage])
+    freeze_vit_if_asked(model, args, stage)
+    return model.train()
+
+
+def freeze_vit_if_asked(model: BlipModel, args: ModelArguments, stage: str) -> None:
+    """`--freeze_vit true` locks the ViT (small-memory runs); LAVIS's BLIP and ALBEF recipes train it."""
     if args.freeze_vit:
         model.lock_image_tower()
         logger.warning("%s: ViT frozen (--freeze_vit true); LAVIS's recipes train it (--freeze_vit false)", stage)
-    return model.train()
 
 
 def _task_parts(stage: str, model: BlipModel, tokenizer: PreTrainedTokenizerBase, model_args: ModelArguments,

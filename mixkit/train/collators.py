@@ -44,12 +44,15 @@ class Stage1Collator:
     tokenizer: PreTrainedTokenizerBase  # the Q-Former's BERT tokenizer
     max_text_length: int = 32
     use_image_ids: bool = False  # retrieval fine-tuning: captions of the same image are all positives
+    # Fixed length, as LAVIS: under several processes ITM gathers every process's token ids, which needs equal
+    # shapes. One process may pad to the batch's longest caption: the same losses (padding is masked
+    # everywhere), less work in every text pass.
+    pad_to_longest: bool = False
 
     def __call__(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         tokens = self.tokenizer(
             [sample["text_input"] for sample in samples],
-            # Fixed length, as LAVIS: ITM gathers every process's token ids, which needs equal shapes.
-            padding="max_length",
+            padding="longest" if self.pad_to_longest else "max_length",
             truncation=True,
             max_length=self.max_text_length,
             padding_side="right",

@@ -121,8 +121,12 @@ class Stage1Task:
         itc = itc_loss(sim_i2t, sim_t2i, positives, self.label_smoothing)
         itm = self._itm_loss(model, batch, features.image_embeds, sim_i2t, sim_t2i, positives, generator)
         decoder_ids, labels = itg_inputs(batch.input_ids, self.bos_token_id, self.pad_token_id)
-        itg_logits = model.itg_logits(features.query_key_values, decoder_ids, batch.attention_mask)
-        itg = shifted_lm_loss(itg_logits, labels, self.label_smoothing)
+        # shifted_lm_loss over the full logits, with the LM head (30523 words in BLIP-2) run only where a label is.
+        hidden = model.itg_hidden(features.query_key_values, decoder_ids, batch.attention_mask)
+        targets = labels[:, 1:]
+        labelled = targets != -100
+        itg_logits = model.itg_head(hidden[:, :-1][labelled])
+        itg = F.cross_entropy(itg_logits.float(), targets[labelled], label_smoothing=self.label_smoothing)
         return Stage1Losses(itc + itm + itg, itc.detach(), itm.detach(), itg.detach())
 
     def _itm_loss(self, model: Blip2Stage1Model, batch: Stage1Batch, image_embeds: torch.Tensor,

@@ -10,6 +10,7 @@ The three stages share one loop (`Blip2Trainer`); they differ only in the parts 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -150,7 +151,8 @@ def build_stage(stage: str, model_args: ModelArguments, data: DataArguments, see
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if isinstance(model, Blip2Stage1Model):
         task: Any = Stage1Task(bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
-        collator: Any = Stage1Collator(tokenizer, max_text_length=data.max_text_length)
+        single_process = int(os.environ.get("WORLD_SIZE", "1")) == 1
+        collator: Any = Stage1Collator(tokenizer, max_text_length=data.max_text_length, pad_to_longest=single_process)
         batch_type: type = Stage1Batch
         settings = None
     else:

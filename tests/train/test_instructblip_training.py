@@ -16,7 +16,7 @@ from mixkit.data.shapes.baselines import most_frequent
 from mixkit.data.transforms import EvalImageTransform, ImageProcessorConfig, load_image
 from mixkit.models.instructblip.modeling import InstructBlipModel
 from mixkit.pipelines.auto import load_pipeline
-from mixkit.testing import save_transformers_instructblip
+from mixkit.testing import save_transformers_instructblip, teach_language
 from mixkit.train.collators import to_batch
 from mixkit.train.instructblip_stage import (InstructBlipBatch, InstructBlipCollator, InstructBlipTask,
                                              _qformer_tokenizer, read_instruction_records)
@@ -38,26 +38,12 @@ def setup(tmp_path_factory) -> tuple[Path, Path, Path]:
     records_file.write_text(json.dumps(records))
     texts = sorted({text for r in records for text in (r["instruction"], r["answer"])})
     model, processor = save_transformers_instructblip(root / "start", "opt", texts=texts, weight_std=0.05)
-    teach_language(model.language_model, processor.tokenizer, records)
+    # A frozen LLM that knows the shapes language (text only, no image), as InstructBLIP's frozen Vicuna / Flan-T5
+    # knows English: instruction tuning then has to bring in what only the image tells.
+    sentences = [r["instruction"] + " " + r["answer"] + processor.tokenizer.eos_token for r in records]
+    teach_language(model.language_model, processor.tokenizer, sentences, steps=100)
     model.save_pretrained(root / "start")
     return shapes, records_file, root / "start"
-
-
-def teach_language(language_model: torch.nn.Module, tokenizer, records: list[dict], steps: int = 100) -> None:
-    """A frozen LLM that knows the shapes language (text only, no image), as InstructBLIP's frozen Vicuna /
-    Flan-T5 knows English: instruction tuning then has to bring in what only the image tells."""
-    torch.manual_seed(0)
-    texts = [r["instruction"] + " " + r["answer"] + tokenizer.eos_token for r in records]
-    tokens = tokenizer(texts, padding=True, padding_side="right", return_tensors="pt")
-    labels = tokens.input_ids.masked_fill(tokens.attention_mask == 0, -100)
-    optimizer = torch.optim.AdamW(language_model.parameters(), lr=1e-2)
-    language_model.train()
-    for _ in range(steps):
-        loss = language_model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    language_model.eval()
 
 
 def mean_loss(model: InstructBlipModel, folder: Path, shapes: Path, records: list[dict], shuffle: bool = False) -> float:

@@ -16,7 +16,7 @@ from mixkit.data.shapes.grounding import write_refcoco_file
 from mixkit.models.minigpt4.modeling import MiniGPT4Model
 from mixkit.models.minigpt4.templates import TEMPLATES
 from mixkit.pipelines.auto import load_pipeline
-from mixkit.testing import build_tiny_minigpt4
+from mixkit.testing import build_tiny_minigpt4, teach_language
 from mixkit.train.arguments import DataArguments, ModelArguments
 from mixkit.train.minigpt4_stage import MiniGPT4Batch, MiniGPT4Collator, MiniGPT4Task
 from mixkit.train.stages import build_stage
@@ -70,17 +70,8 @@ def pretrain_language_model(folder: Path, texts: list[str], end: str, steps: int
     """MiniGPT-4 freezes a pretrained LLM: teach the tiny random Llama the captions' language (text only) first,
     so that training llama_proj measures what the image adds."""
     pipeline = load_pipeline(str(folder), task="chat")
-    tokenizer, llm = pipeline.tokenizer, pipeline.model.language_model
-    tokens = tokenizer([text + end for text in texts], padding=True, padding_side="right", return_tensors="pt")
-    labels = tokens.input_ids.masked_fill(tokens.attention_mask == 0, IGNORE_INDEX)
-    optimizer = torch.optim.AdamW([p for n, p in llm.named_parameters() if ".lora_" not in n], lr=1e-2)
-    torch.manual_seed(0)
-    llm.train()
-    for _ in range(steps):
-        loss = llm(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    teach_language(pipeline.model.language_model, pipeline.tokenizer, [text + end for text in texts], steps,
+                   trains=lambda name: ".lora_" not in name)
     pipeline.save_pretrained(folder)
 
 

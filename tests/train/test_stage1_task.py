@@ -144,3 +144,32 @@ def test_stage1_loss_trains_every_part_and_is_finite() -> None:
             assert parameter.grad is None, name
         else:
             assert parameter.grad is not None, name
+
+
+def _batch(pad_to: int) -> Stage1Batch:
+    ids = [[101, 5, 6], [101, 7, 8, 9], [101, 10]]
+    padded = torch.tensor([row + [0] * (pad_to - len(row)) for row in ids])
+    return Stage1Batch(torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(3)), padded,
+                       (padded != 0).long())
+
+
+def test_itg_head_on_labelled_positions_equals_the_full_logits_loss() -> None:
+    model, task = _model(), Stage1Task(bos_token_id=99, pad_token_id=0)
+    batch = _batch(pad_to=6)
+    with torch.no_grad():
+        losses = task.compute(model, batch, torch.Generator().manual_seed(0))
+        features = model.encode_image_features(batch.pixel_values)
+        decoder_ids, labels = itg_inputs(batch.input_ids, 99, 0)
+        full = shifted_lm_loss(model.itg_logits(features.query_key_values, decoder_ids, batch.attention_mask),
+                               labels, label_smoothing=0.1)
+    assert_close(losses.itg, full, rtol=1e-6, atol=1e-6)
+
+
+def test_padding_to_the_longest_caption_keeps_the_losses() -> None:
+    """What one process does (pad to the batch's longest) gives the fixed-length (LAVIS) losses."""
+    model, task = _model(), Stage1Task(bos_token_id=99, pad_token_id=0)
+    with torch.no_grad():
+        fixed = task.compute(model, _batch(pad_to=32), torch.Generator().manual_seed(0))
+        longest = task.compute(model, _batch(pad_to=4), torch.Generator().manual_seed(0))
+    for name in ("loss", "itc", "itm", "itg"):
+        assert_close(getattr(longest, name), getattr(fixed, name), rtol=1e-5, atol=1e-5, msg=name)

@@ -23,8 +23,8 @@ import torch
 
 from mixkit.models.albef.config import AlbefConfig
 from mixkit.models.albef.modeling import MLM_ARCHITECTURES, AlbefModel
-from mixkit.models.blip.convert_lavis import (RENAMES as BLIP_RENAMES, ConversionError, Drop, Rename,
-                                              convert_lavis_state, read_lavis_file)
+from mixkit.models.blip.convert_lavis import (DROPS as BLIP_DROPS, KEEP_NAMES, RENAMES as BLIP_RENAMES,
+                                              ConversionError, Drop, Rename, convert_lavis_state, read_lavis_file)
 from mixkit.models.blip.modeling import TIED_DUPLICATES as BLIP_DECODER_TIES
 from mixkit.models.serialization import load_weights_strict
 
@@ -33,14 +33,10 @@ RENAMES: tuple[Rename, ...] = (
     *VISION_RENAMES,
     Rename(r"^text_encoder\.bert\.(.*)$", r"text_encoder.\1"),  # BertForMaskedLM (pretrain) -> the bare BERT
     Rename(r"^text_encoder\.cls\.predictions\.(.*)$", r"mlm_head.\1"),
-    Rename(r"^(text_encoder|text_decoder|vision_proj|text_proj|itm_head|temp)(\..*)?$", r"\1\2"),
+    KEEP_NAMES,
 )
-COMMON_DROPS: tuple[Drop, ...] = (
-    Drop(r"^(visual_encoder_m|text_encoder_m|text_decoder_m|vision_proj_m|text_proj_m)\.",
-         "momentum copy: the ITC/MLM distillation target while training (mixkit.train.albef_task rebuilds it)"),
-    Drop(r"^(image_queue|text_queue|idx_queue|queue_ptr)$", "ITC feature queue: training state"),
-    Drop(r"\.embeddings\.position_ids$", "LAVIS's persistent buffer of 0..max_positions-1, rebuilt here"),
-)
+# BLIP's: momentum copies (`mixkit.train.albef_task` rebuilds them for training), feature queues, position ids.
+COMMON_DROPS: tuple[Drop, ...] = BLIP_DROPS
 MLM_DROP = Drop(r"^text_encoder\.cls\.", "the MLM head: only AlbefForPreTraining has it")
 TIED_DUPLICATES = {
     **BLIP_DECODER_TIES,  # the VQA decoder's output matrix and bias (same names as BLIP's decoder)

@@ -37,6 +37,8 @@ class Drop:
     reason: str
 
 
+# The BERT parts, the projections, the ITM head and `temp` already carry mixkit's (transformers') names.
+KEEP_NAMES = Rename(r"^(text_encoder|text_decoder|vision_proj|text_proj|itm_head|temp)(\..*)?$", r"\1\2")
 _BLOCK = r"^visual_encoder\.blocks\.(\d+)\."
 _LAYER = r"vision_model.encoder.layers.\1."
 RENAMES: tuple[Rename, ...] = (
@@ -49,8 +51,7 @@ RENAMES: tuple[Rename, ...] = (
     Rename(_BLOCK + r"attn\.proj\.(weight|bias)$", _LAYER + r"self_attn.projection.\2"),
     Rename(_BLOCK + r"mlp\.(fc1|fc2)\.(weight|bias)$", _LAYER + r"mlp.\2.\3"),
     Rename(r"^visual_encoder\.norm\.(weight|bias)$", r"vision_model.post_layernorm.\1"),
-    # The BERT parts, the projections, the ITM head and `temp` already carry mixkit's (transformers') names.
-    Rename(r"^(text_encoder|text_decoder|vision_proj|text_proj|itm_head|temp)(\..*)?$", r"\1\2"),
+    KEEP_NAMES,
 )
 DROPS: tuple[Drop, ...] = (
     Drop(r"^(visual_encoder_m|text_encoder_m|text_decoder_m|vision_proj_m|text_proj_m)\.",

@@ -29,8 +29,7 @@ from transformers import BlipConfig
 
 from mixkit.models.blip.text import TextDecoder, TextModel
 from mixkit.models.blip2.vision import VisionTransformer
-from mixkit.models.serialization import (CheckpointMismatchError, load_weights_strict, materialize_meta_tensors,
-                                         parameters_on_meta, read_weights, save_weights)
+from mixkit.models.serialization import CheckpointMismatchError, build_and_load, read_weights, save_weights
 
 logger = logging.getLogger(__name__)
 
@@ -217,12 +216,10 @@ class BlipModel(nn.Module):
         memory-mapped checkpoint tensors. Only `temp` may be missing (`transformers`' retrieval folders)."""
         config = cls.config_class.from_pretrained(directory)
         architecture = architecture_of(config, cls.architecture_heads)
-        with parameters_on_meta():
-            model = cls(config, architecture)
         state = drop_tied_duplicates(read_weights(Path(directory)))
-        load_weights_strict(model, state, allowed_missing_prefixes=("temp",), assign=True)
-        filled = materialize_meta_tensors(model, lambda: cls(config, architecture))
-        model.temp_from_checkpoint = "temp" not in filled
+        model = build_and_load(lambda: cls(config, architecture), state, allowed_missing_prefixes=("temp",))
+        # Else `build_and_load` gave it the initial value (architectures without ITC have no `temp` at all).
+        model.temp_from_checkpoint = "temp" in state or not hasattr(model, "temp")
         if not model.temp_from_checkpoint:
             logger.info("%s: no ITC temperature in the checkpoint; using LAVIS's initial %.2f", directory, TEMP_INIT)
         return model.eval()

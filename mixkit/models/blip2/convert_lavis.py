@@ -281,7 +281,14 @@ def _rename(key: str, renames: Sequence[Rename]) -> str | None:
 def convert_lavis_state_dict(lavis_sd: Mapping[str, Tensor], kind: Kind) -> ConversionReport:
     """Map a LAVIS BLIP-2 state dict (``Blip2Qformer``, ``Blip2OPT`` or ``Blip2T5``) onto mixkit's keys."""
     renames, drops = _rules_for(kind)
-    report = ConversionReport(kind=kind, state_dict={})
+    return apply_rules(lavis_sd, ConversionReport(kind=kind, state_dict={}), renames, drops)
+
+
+def apply_rules(lavis_sd: Mapping[str, Tensor], report: ConversionReport, renames: Sequence[Rename],
+                drops: Sequence[Drop]) -> ConversionReport:
+    """The structural transforms, then per remaining key the first matching drop (tied aliases checked equal)
+    or rename, into ``report``; a key no rule matches is listed in ``report.unmapped``. Every family converted
+    from LAVIS's BLIP-2 layout (BLIP-2, InstructBLIP) runs this with its own rules."""
     consumed: set[str] = set()
     for transform in STRUCTURAL:
         produced, used = transform(lavis_sd)

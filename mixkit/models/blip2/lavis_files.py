@@ -93,7 +93,7 @@ def attach_base(output: Path, base: str, kind: Kind) -> Path:
     `mixkit_base.json` naming it for every weight the conversion did not produce; then load it strictly."""
     import shutil
 
-    from mixkit.models.blip2.modeling import BASE_MODEL_NAME, Blip2Model
+    from mixkit.models.blip2.modeling import Blip2Model, write_base_model_note
     from mixkit.models.blip2.stage1 import Blip2Stage1Model
     from mixkit.models.hub import resolve_checkpoint
 
@@ -101,7 +101,7 @@ def attach_base(output: Path, base: str, kind: Kind) -> Path:
     for name in BASE_FILES:
         if (base_dir / name).is_file():
             shutil.copyfile(base_dir / name, output / name)
-    (output / BASE_MODEL_NAME).write_text(json.dumps({"base_model": str(base_dir)}, indent=2) + "\n")
+    write_base_model_note(output, base_dir)
     (Blip2Stage1Model if kind == "stage1" else Blip2Model).from_pretrained(output)  # proves it is complete
     return base_dir
 

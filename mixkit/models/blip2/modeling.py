@@ -20,8 +20,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, Blip2Confi
 
 from mixkit.models.blip2.qformer import QFormer, padding_mask
 from mixkit.models.blip2.vision import VisionTransformer
-from mixkit.models.serialization import (load_weights_strict, materialize_meta_tensors, parameters_on_meta,
-                                        read_weights, save_weights)
+from mixkit.models.serialization import build_and_load, read_weights, save_weights
 
 
 def _freeze(module: nn.Module) -> None:
@@ -51,6 +50,16 @@ def read_weights_with_base(directory: Path) -> dict[str, torch.Tensor]:
     state = read_weights_with_base(resolve_checkpoint(base))
     state.update(own)
     return state
+
+
+def write_base_model_note(directory: Path, base_model: str | Path | None) -> None:
+    """`mixkit_base.json` naming the folder or catalogue name the missing (frozen) weights come from; without a
+    base model, a stale note is removed (the folder is complete)."""
+    base_file = directory / BASE_MODEL_NAME
+    if base_model is not None:
+        base_file.write_text(json.dumps({"base_model": str(base_model)}, indent=2) + "\n")
+    elif base_file.exists():
+        base_file.unlink()
 
 
 class Blip2Base(nn.Module):
@@ -115,11 +124,7 @@ class Blip2Base(nn.Module):
         self.config.architectures = [self.architecture]
         self.config.save_pretrained(directory)
         save_weights(self, directory, only_trainable=base_model is not None, state=state_dict)
-        base_file = directory / BASE_MODEL_NAME
-        if base_model is not None:
-            base_file.write_text(json.dumps({"base_model": str(base_model)}, indent=2) + "\n")
-        elif base_file.exists():
-            base_file.unlink()
+        write_base_model_note(directory, base_model)
         return directory
 
     @classmethod
@@ -132,11 +137,7 @@ class Blip2Base(nn.Module):
         The parameters are built on `meta` and then become the memory-mapped checkpoint tensors: no random
         initialisation to throw away, one copy in memory. Only weights allowed to be missing get initialised."""
         config = cls.config_class.from_pretrained(directory)
-        with parameters_on_meta():
-            model = cls(config)
-        load_weights_strict(model, read_weights_with_base(Path(directory)), allowed_missing_prefixes, assign=True)
-        materialize_meta_tensors(model, lambda: cls(config))
-        return model.eval()
+        return build_and_load(lambda: cls(config), read_weights_with_base(Path(directory)), allowed_missing_prefixes)
 
 
 @dataclass
@@ -157,6 +158,10 @@ class Blip2Output:
 
 class Blip2Model(Blip2Base):
     """BLIP-2 with a decoder-only (OPT, any causal LM) or encoder-decoder (Flan-T5, any seq2seq) LLM."""
+
+    # Keyword inputs besides the image that `query_features` reads (InstructBLIP: the instruction's Q-Former
+    # tokens). `forward` passes its extra keywords on to it; `generate` takes these out of its generation keywords.
+    query_input_names: tuple[str, ...] = ()
 
     def __init__(self, config: Blip2Config):
         super().__init__(config)
@@ -199,9 +204,9 @@ class Blip2Model(Blip2Base):
         self.vision_model.encoder.to(vision_dtype)
         self.language_model.to(language_dtype)
 
-    def project_queries(self, image_embeds: torch.Tensor) -> torch.Tensor:
+    def project_queries(self, image_embeds: torch.Tensor, **query_inputs: torch.Tensor) -> torch.Tensor:
         """Query outputs mapped into the LLM's embedding space, in the LLM's dtype."""
-        projected = self.language_projection(self.query_features(image_embeds))
+        projected = self.language_projection(self.query_features(image_embeds, **query_inputs))
         return projected.to(self.language_model.get_input_embeddings().weight.dtype)
 
     def language_inputs(
@@ -209,9 +214,11 @@ class Blip2Model(Blip2Base):
         image_embeds: torch.Tensor,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        **query_inputs: torch.Tensor,
     ) -> Blip2LanguageInputs:
         """[projected queries; text embeddings] and the matching mask."""
-        return self.join_queries_and_text(self.project_queries(image_embeds), input_ids, attention_mask)
+        return self.join_queries_and_text(self.project_queries(image_embeds, **query_inputs), input_ids,
+                                          attention_mask)
 
     def join_queries_and_text(self, queries: torch.Tensor, input_ids: torch.Tensor,
                               attention_mask: torch.Tensor | None = None) -> Blip2LanguageInputs:
@@ -230,12 +237,13 @@ class Blip2Model(Blip2Base):
         decoder_input_ids: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         image_embeds: torch.Tensor | None = None,
+        **query_inputs: torch.Tensor,
     ) -> Blip2Output:
         """Next-token logits. Decoder-only: over [queries; input_ids]. Encoder-decoder: `input_ids` is the
-        encoder text (prompt), logits are over `decoder_input_ids`."""
+        encoder text (prompt), logits are over `decoder_input_ids`. `query_inputs`: see `query_input_names`."""
         if image_embeds is None:
             image_embeds = self.encode_image(pixel_values)
-        inputs = self.language_inputs(image_embeds, input_ids, attention_mask)
+        inputs = self.language_inputs(image_embeds, input_ids, attention_mask, **query_inputs)
         return self.language_model_output(inputs, decoder_input_ids, decoder_attention_mask)
 
     def language_model_output(self, inputs: Blip2LanguageInputs, decoder_input_ids: torch.Tensor | None = None,
@@ -296,12 +304,15 @@ class Blip2Model(Blip2Base):
         Decoder-only prompts must be left-padded (`input_ids` default: the LLM's bos alone);
         encoder-decoder prompts may be padded either way (default: empty prompt). With beams, a decoder-only
         model runs the shared prefix once per row instead of once per beam (`share_prefill`; the encoder of an
-        encoder-decoder model already runs once per row inside `generate`).
+        encoder-decoder model already runs once per row inside `generate`). The keywords named in
+        `query_input_names` go to the Q-Former, the others to the LLM's `generate`.
         """
+        query_inputs = {name: generation_kwargs.pop(name) for name in self.query_input_names
+                        if name in generation_kwargs}
         if image_embeds is None:
             image_embeds = self.encode_image(pixel_values)
         input_ids, attention_mask = self.prompt_or_default(input_ids, attention_mask, image_embeds)
-        inputs = self.language_inputs(image_embeds, input_ids, attention_mask)
+        inputs = self.language_inputs(image_embeds, input_ids, attention_mask, **query_inputs)
         return self.generate_from_inputs(inputs, share_prefill=share_prefill, **generation_kwargs)
 
     def prompt_or_default(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,

@@ -118,9 +118,21 @@ class Blip2Stage1Model(Blip2Base):
     ) -> torch.Tensor:
         """Image-grounded generation logits [batch, length, vocab]: each text position sees every query (via
         their cached keys/values) and the text up to itself."""
+        return self.itg_head(self.itg_hidden(query_key_values, decoder_input_ids, attention_mask))
+
+    def itg_hidden(
+        self,
+        query_key_values: list[tuple[torch.Tensor, torch.Tensor]],
+        decoder_input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """The text positions' last hidden states before the LM head [batch, length, hidden]; training takes the
+        head on the labelled positions only (`itg_head`), since padding carries no label."""
         num_queries = query_key_values[0][0].shape[2]
         mask = causal_text_mask(attention_mask, num_queries)
-        hidden = self.qformer(
+        return self.qformer(
             self.embeddings(decoder_input_ids), query_length=0, self_mask=mask, past_key_values=query_key_values
         ).last_hidden_state
+
+    def itg_head(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden, self.embeddings.word_embeddings.weight)

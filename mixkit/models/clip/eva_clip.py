@@ -16,7 +16,7 @@ from torch import nn
 
 from mixkit.models.clip.eva_config import EvaClipConfig
 from mixkit.models.clip.eva_vit import EvaVisionModel
-from mixkit.models.serialization import load_weights_strict, parameters_on_meta, read_weights, save_weights
+from mixkit.models.serialization import build_and_load, read_weights, save_weights
 
 
 class EvaClipModel(nn.Module):
@@ -62,10 +62,7 @@ class EvaClipModel(nn.Module):
     def from_pretrained(cls, directory: str | Path) -> EvaClipModel:
         """`config.json` + `model.safetensors`, loaded strictly onto parameters built on `meta`."""
         config = EvaClipConfig.load(directory)
-        with parameters_on_meta():
-            model = cls(config)
-        load_weights_strict(model, read_weights(Path(directory)), assign=True)
-        return model.eval()
+        return build_and_load(lambda: cls(config), read_weights(Path(directory)))
 
 
 __all__ = ["EvaClipModel"]

@@ -13,13 +13,12 @@ LAVIS facts this relies on (commit 506965b, `lavis/models/blip2_models/blip2_{vi
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from torch import Tensor
 
 from mixkit.models.blip2.convert_lavis import RENAMES as BLIP2_RENAMES
-from mixkit.models.blip2.convert_lavis import STRUCTURAL, ConversionError, ConversionReport, Drop, Rename, _rename
+from mixkit.models.blip2.convert_lavis import ConversionError, ConversionReport, Drop, Rename, apply_rules
 from mixkit.models.blip2.lavis_options import KINDS
 
 LANGUAGE_MODELS = ("vicuna", "t5")
@@ -53,24 +52,5 @@ def convert_instructblip_state_dict(lavis_sd: Mapping[str, Tensor], language_mod
         raise ConversionError(f"this checkpoint has {other[:-1]}, not {projection[:-1]}: it is not a "
                               f"{language_model} InstructBLIP")
     report = ConversionReport(kind=language_model, state_dict={})  # type: ignore[arg-type]
-    consumed: set[str] = set()
-    for transform in STRUCTURAL:
-        produced, used = transform(lavis_sd)
-        report.state_dict.update(produced)
-        consumed |= used
-    for key, tensor in lavis_sd.items():
-        if key in consumed:
-            continue
-        drop = next((rule for rule in DROPS if re.match(rule.pattern, key)), None)
-        if drop is not None:
-            report.dropped[key] = drop.reason
-            continue
-        new_key = _rename(key, RENAMES)
-        if new_key is None:
-            report.unmapped.append(key)
-        elif new_key in report.state_dict:
-            raise ConversionError(f"two LAVIS keys map to {new_key}; the last one was {key}")
-        else:
-            report.state_dict[new_key] = tensor
-    return report
+    return apply_rules(lavis_sd, report, RENAMES, DROPS)
 

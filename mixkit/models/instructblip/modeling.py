@@ -14,13 +14,11 @@ are placed in front of the prompt's embeddings here.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 from transformers import InstructBlipConfig, InstructBlipQFormerConfig
 
-from mixkit.models.blip2.modeling import Blip2LanguageInputs, Blip2Model, Blip2Output, TextEmbeddings
+from mixkit.models.blip2.modeling import Blip2Model, TextEmbeddings
 from mixkit.models.blip2.qformer import QFormer, padding_mask
 
 
@@ -46,12 +44,15 @@ class InstructQFormer(QFormer):
 
 
 class InstructBlipModel(Blip2Model):
-    """InstructBLIP with a decoder-only (Vicuna/Llama, OPT) or encoder-decoder (Flan-T5) LLM."""
+    """InstructBLIP with a decoder-only (Vicuna/Llama, OPT) or encoder-decoder (Flan-T5) LLM. `forward` and
+    `generate` are BLIP-2's and take the instruction's Q-Former tokens as the keywords `qformer_input_ids` and
+    `qformer_attention_mask` (see `query_features`)."""
 
     config: InstructBlipConfig
     architecture = "InstructBlipForConditionalGeneration"
     config_class = InstructBlipConfig
     qformer_class = InstructQFormer
+    query_input_names = ("qformer_input_ids", "qformer_attention_mask")
 
     def query_features(self, image_embeds: torch.Tensor, qformer_input_ids: torch.Tensor | None = None,
                        qformer_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -67,57 +68,6 @@ class InstructBlipModel(Blip2Model):
         hidden = self.qformer(torch.cat([queries, text], dim=1), query_length=queries.shape[1], self_mask=mask,
                               image_embeds=image_embeds).last_hidden_state
         return hidden[:, : queries.shape[1]]
-
-    def project_queries(self, image_embeds: torch.Tensor, qformer_input_ids: torch.Tensor | None = None,
-                        qformer_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        projected = self.language_projection(self.query_features(image_embeds, qformer_input_ids,
-                                                                 qformer_attention_mask))
-        return projected.to(self.language_model.get_input_embeddings().weight.dtype)
-
-    def language_inputs(self, image_embeds: torch.Tensor, input_ids: torch.Tensor,
-                        attention_mask: torch.Tensor | None = None, qformer_input_ids: torch.Tensor | None = None,
-                        qformer_attention_mask: torch.Tensor | None = None) -> Blip2LanguageInputs:
-        queries = self.project_queries(image_embeds, qformer_input_ids, qformer_attention_mask)
-        return self.join_queries_and_text(queries, input_ids, attention_mask)
-
-    def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        qformer_input_ids: torch.Tensor | None = None,
-        qformer_attention_mask: torch.Tensor | None = None,
-        decoder_input_ids: torch.Tensor | None = None,
-        decoder_attention_mask: torch.Tensor | None = None,
-        image_embeds: torch.Tensor | None = None,
-    ) -> Blip2Output:
-        """Next-token logits, as `Blip2Model.forward`, with the instruction's Q-Former tokens."""
-        if image_embeds is None:
-            image_embeds = self.encode_image(pixel_values)
-        inputs = self.language_inputs(image_embeds, input_ids, attention_mask, qformer_input_ids,
-                                      qformer_attention_mask)
-        return self.language_model_output(inputs, decoder_input_ids, decoder_attention_mask)
-
-    @torch.no_grad()
-    def generate(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        *,
-        qformer_input_ids: torch.Tensor | None = None,
-        qformer_attention_mask: torch.Tensor | None = None,
-        image_embeds: torch.Tensor | None = None,
-        share_prefill: bool = True,
-        **generation_kwargs: Any,
-    ) -> torch.Tensor:
-        """New token ids only, right-padded (see `Blip2Model.generate`); decoder-only prompts left-padded."""
-        if image_embeds is None:
-            image_embeds = self.encode_image(pixel_values)
-        input_ids, attention_mask = self.prompt_or_default(input_ids, attention_mask, image_embeds)
-        inputs = self.language_inputs(image_embeds, input_ids, attention_mask, qformer_input_ids,
-                                      qformer_attention_mask)
-        return self.generate_from_inputs(inputs, share_prefill=share_prefill, **generation_kwargs)
 
 
 __all__ = ["InstructBlipModel", "InstructQFormer"]

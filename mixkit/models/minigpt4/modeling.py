@@ -16,7 +16,6 @@ sequence (`input_embeddings`); tokenization and templates live in the pipeline a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,11 @@ import torch
 from torch import nn
 from transformers import Blip2QFormerConfig, Blip2VisionConfig, LlamaConfig, LlamaForCausalLM
 
-from mixkit.models.blip2.modeling import BASE_MODEL_NAME, read_weights_with_base
+from mixkit.models.blip2.modeling import read_weights_with_base, write_base_model_note
 from mixkit.models.blip2.qformer import QFormer
 from mixkit.models.blip2.vision import VisionTransformer
 from mixkit.models.minigpt4.config import MiniGPT4Config
-from mixkit.models.serialization import (load_weights_strict, materialize_meta_tensors, parameters_on_meta,
-                                        save_weights)
+from mixkit.models.serialization import build_and_load, save_weights
 
 LORA_ADAPTER = "default"  # peft's adapter name: keys read `...q_proj.lora_A.default.weight`
 
@@ -171,22 +169,14 @@ class MiniGPT4Model(nn.Module):
         directory = Path(directory)
         self.config.save(directory)
         save_weights(self, directory, only_trainable=base_model is not None, state=state_dict)
-        base_file = directory / BASE_MODEL_NAME
-        if base_model is not None:
-            base_file.write_text(json.dumps({"base_model": str(base_model)}, indent=2) + "\n")
-        elif base_file.exists():
-            base_file.unlink()
+        write_base_model_note(directory, base_model)
         return directory
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> MiniGPT4Model:
         """Strict load, parameters built on `meta` and assigned the memory-mapped checkpoint tensors."""
         config = MiniGPT4Config.load(directory)
-        with parameters_on_meta():
-            model = cls(config)
-        load_weights_strict(model, read_weights_with_base(Path(directory)), assign=True)
-        materialize_meta_tensors(model, lambda: cls(config))
-        return model.eval()
+        return build_and_load(lambda: cls(config), read_weights_with_base(Path(directory)))
 
 
 def left_padded(embeds: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
