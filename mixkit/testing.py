@@ -139,13 +139,19 @@ def teach_language(language_model: torch.nn.Module, tokenizer: Any, texts: Seque
     torch.manual_seed(0)
     tokens = tokenizer(list(texts), padding=True, padding_side="right", return_tensors="pt")
     labels = tokens.input_ids.masked_fill(tokens.attention_mask == 0, -100)
-    optimizer = torch.optim.AdamW([p for name, p in language_model.named_parameters() if trains(name)], lr=1e-2)
+    taught = [p for name, p in language_model.named_parameters() if trains(name)]
+    frozen = [p for p in taught if not p.requires_grad]  # e.g. a Llama that peft has already frozen for LoRA
+    for parameter in frozen:
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.AdamW(taught, lr=1e-2)
     language_model.train()
     for _ in range(steps):
         loss = language_model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, labels=labels).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    for parameter in frozen:
+        parameter.requires_grad_(False)
     language_model.eval()
 
 

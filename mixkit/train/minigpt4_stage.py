@@ -197,13 +197,16 @@ def build_minigpt4_stage(stage: str, model_args: ModelArguments, data: DataArgum
         raise ValueError(f"{stage} cannot train {model_dir} (a {template_name} checkpoint)")
     tokenizer = LlamaTokenizer.from_pretrained(model_dir, legacy=True)
     template = TEMPLATES[template_name].training_template
+    # MiniGPT-4's `blip2_image_train` crops and normalises but never flips (Vision-CAIR/MiniGPT-4,
+    # minigpt4/processors/blip_processors.py); a flip would also falsify box targets and "on the left".
+    transform = TrainImageTransform(ImageProcessorConfig(image_size=data.image_size), flip=False)
     if stage == "minigptv2":
         if not data.data_files or not data.image_root:
             raise ValueError("minigptv2 trains on RefCOCO-format records: give --data_files and --image_root")
-        transform = TrainImageTransform(ImageProcessorConfig(image_size=data.image_size))
         dataset: Dataset = RefcocoInstructions(data.data_files[0], data.image_root, transform, template)
     else:
-        dataset = InstructionSamples(_dataset(data, seed), template if stage == "minigpt4-stage2" else None, seed)
+        dataset = InstructionSamples(_dataset(data, seed, transform), template if stage == "minigpt4-stage2" else None,
+                                     seed)
     end = "\n" if stage == "minigpt4-stage1" else END_SYMBOLS[template_name]
     collator = MiniGPT4Collator(tokenizer, model.num_image_tokens(data.image_size), end, data.max_text_length)
     return StageParts(model=model, task=MiniGPT4Task(), batch_type=MiniGPT4Batch,
