@@ -15,6 +15,7 @@ from mixkit.data.text import clean_question
 from mixkit.data.transforms import EvalImageTransform, ImageProcessorConfig, load_image
 from mixkit.models.settings import GenerationSettings, PredictionSettings
 from mixkit.pipelines.options import DEFAULT_TEMPLATE, label_prompts
+from mixkit.utils.onednn import use_onednn_linears
 
 ImageInput = Image.Image | str | Path  # a decoded image or a file to decode
 
@@ -45,12 +46,14 @@ def as_images(images: Sequence[ImageInput]) -> list[Image.Image]:
 def place_model(model: nn.Module, device: str | None, fp32: bool = True) -> torch.device:
     """Move `model` to `device` (default: the GPU when there is one) and return that device. On a GPU, unless
     `fp32`, the frozen ViT trunk and LLM run in bf16/fp16 (`model.set_inference_dtypes`), as the reference
-    implementations load them."""
+    implementations load them. On CPU the linear layers run on oneDNN (`mixkit.utils.onednn`)."""
     target = pick_device(device)
     half = None if fp32 else half_dtype(target)
     if half is not None:
         model.set_inference_dtypes(half, half)
     model.to(target)
+    if target.type == "cpu":
+        use_onednn_linears(model)
     return target
 
 

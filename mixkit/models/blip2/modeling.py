@@ -17,9 +17,11 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, Blip2Config
+from transformers.cache_utils import Cache
 
 from mixkit.models.blip2.qformer import QFormer, padding_mask
 from mixkit.models.blip2.vision import VisionTransformer
+from mixkit.models.kv_cache import PreallocatedCache
 from mixkit.models.serialization import build_and_load, read_weights, save_weights
 
 
@@ -335,11 +337,28 @@ class Blip2Model(Blip2Base):
             return sequences[:, 1:]  # drop the decoder start token
         embeds, mask = move_padding_left(inputs.inputs_embeds, inputs.attention_mask)
         _penalise_new_tokens_per_row(kwargs)
-        if share_prefill and kwargs.get("num_beams", 1) > 1 and "cache_implementation" not in kwargs:
-            kwargs[_cache_keyword(self.language_model)] = self._shared_prefill(embeds, mask, kwargs["num_beams"])
-        return self.language_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
+        cache_keyword = _cache_keyword(self.language_model)
+        if "cache_implementation" in kwargs or cache_keyword in kwargs:
+            return self.language_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
+        layers = self.language_model.config.get_text_config().num_hidden_layers
+        planned = _planned_length(embeds.shape[1], kwargs)
+        if not (share_prefill and kwargs.get("num_beams", 1) > 1):
+            kwargs[cache_keyword] = PreallocatedCache(layers, planned)
+            return self.language_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
+        # Imported here: it imports transformers' masking utilities (and torch._dynamo), which only generation needs.
+        from mixkit.models.shared_prefix import SharedPrefixCache, generating_with, supports_shared_prefix
 
-    def _shared_prefill(self, embeds: torch.Tensor, mask: torch.Tensor, num_beams: int) -> Any:
+        if not supports_shared_prefix(self.language_model):
+            kwargs[cache_keyword] = self._shared_prefill(embeds, mask, kwargs["num_beams"],
+                                                         PreallocatedCache(layers, planned))
+            return self.language_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
+        # Beams of a row attend to one copy of its prefix (`mixkit.models.shared_prefix`).
+        cache = SharedPrefixCache(layers, planned - embeds.shape[1] + 1)
+        with generating_with(self.language_model, cache):
+            kwargs[cache_keyword] = self._shared_prefill(embeds, mask, kwargs["num_beams"], cache)
+            return self.language_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
+
+    def _shared_prefill(self, embeds: torch.Tensor, mask: torch.Tensor, num_beams: int, cache: Cache) -> Cache:
         """The KV cache of every position but the last, computed once per row and copied to its beams.
 
         `generate` would repeat each row `num_beams` times and run the whole prefix (32 queries + prompt) for
@@ -350,14 +369,14 @@ class Blip2Model(Blip2Base):
         """
         prefix_mask = mask[:, :-1]
         positions = {}
-        if _accepts_position_ids(type(self.language_model)):
+        if _forward_accepts(type(self.language_model), "position_ids"):
             # Llama-style LLMs number positions 0..n-1 unless told otherwise; `generate` numbers only the real
             # tokens (transformers' `_prepare_position_ids_for_generation`), so the cached prefix must too.
             positions["position_ids"] = (prefix_mask.long().cumsum(-1) - 1).masked_fill(prefix_mask == 0, 0)
-        outputs = self.language_model(inputs_embeds=embeds[:, :-1], attention_mask=prefix_mask, use_cache=True,
-                                      **positions)
-        # `cache` in newer transformers 5.x (reading `past_key_values` there warns), `past_key_values` before.
-        cache = outputs.cache if "cache" in outputs else outputs.past_key_values
+        positions[_cache_keyword(self.language_model)] = cache
+        if _forward_accepts(type(self.language_model), "logits_to_keep"):
+            positions["logits_to_keep"] = 1  # only the cache is wanted: skip the output layer on every position
+        self.language_model(inputs_embeds=embeds[:, :-1], attention_mask=prefix_mask, use_cache=True, **positions)
         cache.batch_repeat_interleave(num_beams)
         return cache
 
@@ -366,6 +385,14 @@ class Blip2Model(Blip2Base):
             return torch.zeros(batch, 0, dtype=torch.long, device=device)
         bos = self.config.text_config.bos_token_id
         return torch.full((batch, 1), bos, dtype=torch.long, device=device)
+
+
+def _planned_length(prompt_length: int, generation_kwargs: dict[str, Any]) -> int:
+    """Cache positions a generation will need: the prompt plus `max_new_tokens` (or up to `max_length`); the
+    cache grows if a generation runs longer."""
+    if generation_kwargs.get("max_new_tokens") is not None:
+        return prompt_length + generation_kwargs["max_new_tokens"]
+    return max(prompt_length, generation_kwargs.get("max_length") or 0) or prompt_length
 
 
 # Causal LMs whose forward is `lm_head(model(...).last_hidden_state)` with nothing after the head.
@@ -400,8 +427,8 @@ def _penalise_new_tokens_per_row(kwargs: dict[str, Any]) -> None:
 
 
 @functools.cache
-def _accepts_position_ids(model_class: type) -> bool:
-    return "position_ids" in inspect.signature(model_class.forward).parameters
+def _forward_accepts(model_class: type, keyword: str) -> bool:
+    return keyword in inspect.signature(model_class.forward).parameters
 
 
 def move_padding_left(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,6 +13,7 @@ from transformers import Blip2VisionConfig
 from transformers.activations import ACT2FN
 
 from mixkit.models.blip2.checkpointing import run_layers
+from mixkit.utils.onednn import linear_with_bias
 
 
 class VisionEmbeddings(nn.Module):
@@ -71,7 +72,7 @@ class VisionAttention(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         batch, length, _ = hidden_states.shape
-        qkv = F.linear(hidden_states, self.qkv.weight, self._qkv_bias())
+        qkv = linear_with_bias(self.qkv, hidden_states, self._qkv_bias())
         qkv = qkv.reshape(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         dropout = self.dropout if self.training else 0.0
         attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], dropout_p=dropout)
