@@ -123,13 +123,13 @@ def shared_prefix_attention(module: nn.Module, query: torch.Tensor, key: torch.T
     `sdpa_attention_forward` itself."""
     cache = _ACTIVE_CACHE.get()
     layer = None if cache is None else cache.layers[module.layer_idx]
-    if layer is None or not layer.group or dropout:
+    if layer is None or not layer.group:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    if query.shape[-2] != 1:  # several new positions per beam: the plain path over materialised states
+    if query.shape[-2] != 1 or dropout:  # several new positions per beam: the plain path over materialised states
         full_key, full_value = layer.full_states()
-        return sdpa_attention_forward(module, query, full_key, full_value, attention_mask, scaling=scaling,
-                                      **kwargs)
+        return sdpa_attention_forward(module, query, full_key, full_value, attention_mask, dropout=dropout,
+                                      scaling=scaling, **kwargs)
     return _cascade(query, layer, attention_mask, query.shape[-1] ** -0.5 if scaling is None else scaling)
 
 

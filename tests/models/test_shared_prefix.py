@@ -131,3 +131,22 @@ def test_attention_implementation_restored_after_an_error(models, monkeypatch) -
         model.generate(torch.randn(1, 3, 32, 32), num_beams=2, max_new_tokens=2)
     assert model.language_model.config._attn_implementation == "sdpa"
     assert shared_prefix._ACTIVE_CACHE.get() is None
+
+
+def test_several_new_positions_take_the_plain_path_over_all_states() -> None:
+    rows, group, heads, prefix = 2, 3, 4, 5
+    cache = filled_layer(rows, group, heads, prefix, generated=2)
+    layer = cache.layers[0]
+    query = torch.randn(rows * group, heads, 2, 8, generator=torch.Generator().manual_seed(4))
+    keys, values = layer.full_states()
+    allowed = torch.ones(rows * group, 1, 2, prefix + 2, dtype=torch.bool)
+    allowed[..., 0, -1] = False  # the first new position does not see the second
+    module = nn.Module()
+    module.layer_idx, module.num_key_value_groups, module.is_causal = 0, 1, True
+    token = shared_prefix._ACTIVE_CACHE.set(cache)
+    try:
+        output, _ = shared_prefix_attention(module, query, layer.keys, layer.values, allowed, scaling=0.5)
+    finally:
+        shared_prefix._ACTIVE_CACHE.reset(token)
+    expected = torch.nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=allowed, scale=0.5)
+    torch.testing.assert_close(output, expected.transpose(1, 2), rtol=1e-5, atol=1e-6)
