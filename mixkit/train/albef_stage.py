@@ -10,8 +10,8 @@ The starting checkpoint is an ALBEF folder (mixkit's, e.g. a LAVIS `.pth` conver
 `AlbefForPreTraining` folder can start `albef-retrieval` (its MLM head is left out, `load_albef_for`). The whole
 model trains, as in LAVIS (`--freeze_vit true` freezes the ViT). Captions are padded to `--max_text_length` (LAVIS
 `max_txt_len` 30). `--queue_size`, `--momentum` and `--alpha` are the momentum-distillation options (LAVIS's
-albef_retrieval_coco.yaml: 65536, 0.995, 0.4). Not done: LAVIS's RandAugment train transform, and saving the
-momentum model and queues into checkpoints (a resumed run starts them again from the weights).
+albef_retrieval_coco.yaml: 65536, 0.995, 0.4). Checkpoints carry the momentum model, the queues and the alpha
+ramp (`task_state.safetensors`), so a resumed run continues them. Not done: LAVIS's RandAugment train transform.
 """
 
 from __future__ import annotations

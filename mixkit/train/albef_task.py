@@ -40,7 +40,7 @@ from transformers import PreTrainedTokenizerBase
 from mixkit.models.albef.modeling import AlbefModel
 from mixkit.train.blip_task import ContrastiveFeatures, soft_cross_entropy
 from mixkit.train.collators import stack_images
-from mixkit.train.momentum import FeatureQueue, MomentumCopy, ramped_alpha
+from mixkit.train.momentum import DistillationTask, FeatureQueue, MomentumCopy
 from mixkit.train.stage2_task import IGNORE_INDEX
 from mixkit.utils.distributed import gather_without_grad, rank_and_world
 
@@ -166,17 +166,16 @@ def distilled_mlm(logits: torch.Tensor, momentum_logits: torch.Tensor, labels: t
 # ---------------------------------------------------------------- the task
 
 
-class AlbefTask(nn.Module):
+class AlbefTask(DistillationTask):
     """ITC (momentum distillation, queues) + ITM (hard negatives) + MLM when the batch brings masked inputs.
     A module, so the momentum copy and the queues follow the model to its device (the Trainer's `TaskModel`
-    holds the task); they are training state and are not written into checkpoints."""
+    holds the task) and are saved with every checkpoint (`DistillationTask`)."""
 
     def __init__(self, model: AlbefModel, queue_size: int, momentum: float, alpha: float, samples_per_epoch: int,
                  use_image_ids: bool, seed: int = 0):
-        super().__init__()
         if not model.heads.contrastive:
             raise ValueError(f"ALBEF ITC/ITM training needs the contrastive heads, not {model.architecture}")
-        self.alpha, self.samples_per_epoch, self.samples_seen = alpha, samples_per_epoch, 0
+        super().__init__(alpha, samples_per_epoch)
         self.mlm = hasattr(model, "mlm_head")
         parts = MOMENTUM_PARTS + (("mlm_head.",) if self.mlm else ())
         device = model.temp.device
@@ -187,9 +186,6 @@ class AlbefTask(nn.Module):
         self.image_queue = FeatureQueue(queue_size, dim, generator).to(device)
         self.text_queue = FeatureQueue(queue_size, dim, generator).to(device)
         self.id_queue = IdQueue(queue_size).to(device) if use_image_ids else None
-
-    def current_alpha(self) -> float:
-        return ramped_alpha(self.alpha, self.samples_seen, self.samples_per_epoch)
 
     def compute(self, model: AlbefModel, batch: AlbefBatch, generator: torch.Generator | None = None) -> AlbefLosses:
         with torch.no_grad():

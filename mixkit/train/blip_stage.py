@@ -12,8 +12,8 @@ checkpoint, so a `BlipForPreTraining` folder can start every stage; the heads th
 out (`load_blip_for`). The whole model trains, as in LAVIS; `--freeze_vit true` freezes the ViT (small-memory runs).
 The run writes a complete folder of the trained architecture (weights, tokenizer, preprocessing, settings) that
 `mixkit.load_pipeline` reads. Not done here: LAVIS's RandAugment in `blip_image_train` (mixkit's train transform is
-crop + flip), the encoder/decoder weight sharing of LAVIS's pretraining (`tie_enc_dec_weights`), and saving the
-momentum encoders and queues into checkpoints (a resumed run starts them again from the weights).
+crop + flip) and the encoder/decoder weight sharing of LAVIS's pretraining (`tie_enc_dec_weights`). Checkpoints
+carry the momentum encoders, queues and alpha ramp (`task_state.safetensors`): a resumed run continues them.
 """
 
 from __future__ import annotations

@@ -27,12 +27,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from mixkit.models.blip.modeling import BlipModel
 from mixkit.train.collators import mask_padding, stack_images
-from mixkit.train.momentum import FeatureQueue, MomentumCopy, ramped_alpha
+from mixkit.train.momentum import DistillationTask, FeatureQueue, MomentumCopy
 from mixkit.train.stage1_task import shifted_lm_loss
 from mixkit.train.stage2_task import IGNORE_INDEX
 from mixkit.utils.distributed import rank_and_world
@@ -173,18 +172,17 @@ def decoder_loss(model: BlipModel, source: torch.Tensor, input_ids: torch.Tensor
 # ---------------------------------------------------------------- tasks
 
 
-class BlipPretrainTask(nn.Module):
+class BlipPretrainTask(DistillationTask):
     """ITC (momentum distillation, queues) + ITM (hard negatives) + LM. A module, so the momentum copy and the
-    queues follow the model to its device (the Trainer's `TaskModel` holds the task); they are training state
-    and are not written into checkpoints."""
+    queues follow the model to its device (the Trainer's `TaskModel` holds the task) and are saved with every
+    checkpoint (`DistillationTask`)."""
 
     def __init__(self, model: BlipModel, enc_token_id: int, bos_token_id: int, pad_token_id: int, queue_size: int,
                  momentum: float, alpha: float, samples_per_epoch: int, seed: int = 0):
-        super().__init__()
         if not model.heads.contrastive or not model.heads.decoder:
             raise ValueError(f"BLIP pretraining needs every head (BlipForPreTraining), not {model.architecture}")
+        super().__init__(alpha, samples_per_epoch)
         self.enc_token_id, self.bos_token_id, self.pad_token_id = enc_token_id, bos_token_id, pad_token_id
-        self.alpha, self.samples_per_epoch, self.samples_seen = alpha, samples_per_epoch, 0
         # The retrieval layout holds exactly the followed parts (plus an ITM head and temp that stay unused).
         copy = BlipModel(model.config, "BlipForImageTextRetrieval").to(model.temp.device)
         self.momentum_model = MomentumCopy(model, copy, MOMENTUM_PARTS, momentum)
@@ -192,9 +190,6 @@ class BlipPretrainTask(nn.Module):
         dim = model.config.image_text_hidden_size
         self.image_queue = FeatureQueue(queue_size, dim, generator).to(model.temp.device)
         self.text_queue = FeatureQueue(queue_size, dim, generator).to(model.temp.device)
-
-    def current_alpha(self) -> float:
-        return ramped_alpha(self.alpha, self.samples_seen, self.samples_per_epoch)
 
     def compute(self, model: BlipModel, batch: BlipTextBatch,
                 generator: torch.Generator | None = None) -> BlipPretrainLosses:

@@ -102,4 +102,28 @@ def ramped_alpha(alpha: float, samples_seen: int, samples_per_epoch: int,
     return alpha * min(1.0, samples_seen / (ramp_epochs * samples_per_epoch))
 
 
-__all__ = ["ALPHA_RAMP_EPOCHS", "FeatureQueue", "MomentumCopy", "ramped_alpha"]
+class DistillationTask(nn.Module):
+    """What BLIP's and ALBEF's pretraining tasks share: the ramped distillation weight, and training state that
+    checkpoints carry. Being a module, its momentum copy and queues are in `state_dict()`, and the samples seen
+    so far (the ramp's position) are its `_extra_state`, so the Trainer writes the whole state beside each
+    checkpoint's weights and a resumed run continues the same queues, copies and ramp
+    (`mixkit.train.trainer.TASK_STATE_FILE`)."""
+
+    def __init__(self, alpha: float, samples_per_epoch: int):
+        super().__init__()
+        self.alpha, self.samples_per_epoch, self.samples_seen = alpha, samples_per_epoch, 0
+
+    def current_alpha(self) -> float:
+        return ramped_alpha(self.alpha, self.samples_seen, self.samples_per_epoch)
+
+    def get_extra_state(self) -> torch.Tensor:
+        return torch.tensor(self.samples_seen, dtype=torch.long)
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        # torch's distributed state-dict loader passes a placeholder object here (it loads tensors only); the
+        # Trainer then sets the saved value itself.
+        if isinstance(state, torch.Tensor):
+            self.samples_seen = int(state)
+
+
+__all__ = ["ALPHA_RAMP_EPOCHS", "DistillationTask", "FeatureQueue", "MomentumCopy", "ramped_alpha"]

@@ -9,7 +9,9 @@ What the subclass changes, and why:
 - a sharded stream (`--train_shards`) splits itself by rank and worker, so it gets a plain per-rank DataLoader
   instead of accelerate's (see `get_train_dataloader`);
 - checkpoints hold the trainable weights and name their base model, and get a completion marker written last,
-  so a crash mid-save never leaves a checkpoint that looks complete (`last_complete_checkpoint`);
+  so a crash mid-save never leaves a checkpoint that looks complete (`last_complete_checkpoint`); a task with
+  training state of its own (BLIP's and ALBEF's momentum copies, queues and distillation ramp) writes it beside
+  them (`TASK_STATE_FILE`) and gets it back on resume;
 - `--sharding_parallel_degree N` shards the model with torch's FSDP2 right after `Trainer.__init__` (see
   `mixkit.train.fsdp`); checkpoints then gather full weights and optimizer state, the same files as DDP writes.
 """
@@ -29,6 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
+from safetensors.torch import load_file, save_file
+from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME
@@ -44,6 +48,19 @@ from mixkit.train.progress import TrainingProgress
 
 logger = logging.getLogger(__name__)
 COMPLETE_MARKER = "mixkit_complete.json"
+TASK_STATE_FILE = "task_state.safetensors"  # a task's training state beside a checkpoint's weights
+
+
+def task_training_state(task: Any, gather: bool = True) -> dict[str, torch.Tensor]:
+    """A task module's state dict (empty for tasks without state) as full CPU tensors, each its own storage
+    (safetensors refuses shared ones). `gather=False` only looks: no collective, no copies."""
+    if not isinstance(task, nn.Module):
+        return {}
+    state = task.state_dict()
+    if not gather:
+        return state
+    return {name: (value.full_tensor() if isinstance(value, DTensor) else value).detach().cpu().clone().contiguous()
+            for name, value in state.items()}
 
 
 def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, floor_ratio: float) -> float:
@@ -288,8 +305,10 @@ class Blip2Trainer(Trainer):
             return
         directory = Path(output_dir or self.args.output_dir)
         model: Blip2Base = self.accelerator.unwrap_model(self.model, keep_torch_compile=False).model
-        if state_dict is not None:  # FSDP: full tensors gathered from the shards (keys carry TaskModel's "model.")
-            state_dict = {key.removeprefix("model."): value for key, value in state_dict.items()}
+        if state_dict is not None:  # FSDP: full tensors gathered from the shards (keys carry TaskModel's "model.";
+            # its "task." part, a task's own training state, goes to TASK_STATE_FILE instead)
+            state_dict = {key.removeprefix("model."): value for key, value in state_dict.items()
+                          if key.startswith("model.")}
         model.save_pretrained(directory, base_model=self.base_model, state_dict=state_dict)
         if self.save_extras is not None:
             self.save_extras(directory)
@@ -298,9 +317,10 @@ class Blip2Trainer(Trainer):
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
         super()._save_checkpoint(model, trial)
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        self._save_task_state(folder)
         self.accelerator.wait_for_everyone()  # every process's files (its RNG state) are written before the marker
         if self.args.should_save:
-            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
             marker = {"global_step": self.state.global_step, "epoch": self.state.epoch}
             scratch = folder / (COMPLETE_MARKER + ".tmp")
             scratch.write_text(json.dumps(marker) + "\n")
@@ -318,6 +338,39 @@ class Blip2Trainer(Trainer):
         else:
             load_weights_strict(model, weights, allowed_missing_prefixes=frozen)
         logger.info("resumed weights from %s", resume_from_checkpoint)
+        self._load_task_state(Path(resume_from_checkpoint), task_model)
+
+    def _save_task_state(self, folder: Path) -> None:
+        """The task's own training state (momentum copies, feature queues, the distillation ramp), which the
+        weights do not hold, as `TASK_STATE_FILE`. Every process takes part (FSDP gathers); rank 0 writes: the
+        state is the same on every process (queues are filled from all of them, copies follow synced weights)."""
+        state = task_training_state(self.task)
+        if state and self.args.should_save:
+            save_file(state, str(folder / TASK_STATE_FILE))
+
+    def _load_task_state(self, folder: Path, task_model: nn.Module) -> None:
+        if not task_training_state(self.task, gather=False):
+            return
+        path = folder / TASK_STATE_FILE
+        if not path.is_file():  # a checkpoint written before the task state was saved
+            logger.warning("%s has no %s: the momentum copies and queues start again from the weights", folder,
+                           TASK_STATE_FILE)
+            return
+        state = load_file(str(path))
+        if self.is_sharded:
+            # torch's distributed state-dict loader takes tensors only: the extra state (the ramp) goes directly.
+            extra = state.pop("_extra_state", None)
+            if extra is not None:
+                self.task.set_extra_state(extra)
+            missing, unexpected = fsdp.load_full_model_state(task_model, {f"task.{k}": v for k, v in state.items()})
+            missing = [key for key in missing if key.startswith("task.") and key != "task._extra_state"]
+        else:
+            result = self.task.load_state_dict(state, strict=False)
+            missing, unexpected = result.missing_keys, result.unexpected_keys
+        if missing or unexpected:
+            raise CheckpointMismatchError(f"{path} does not match the task's state: missing {sorted(missing)[:10]}; "
+                                          f"unexpected {sorted(unexpected)[:10]}")
+        logger.info("resumed the task's training state from %s", path)
 
     def _load_sharded(self, task_model: nn.Module, weights: dict[str, torch.Tensor], frozen: tuple[str, ...]) -> None:
         """As `load_weights_strict`, into the shards: every process reads the full tensors and keeps its part."""

@@ -99,3 +99,79 @@ def test_a_vqa_checkpoint_cannot_start_retrieval_training(tmp_path: Path) -> Non
     build_tiny_albef(tmp_path, "AlbefForQuestionAnswering")
     with pytest.raises(ValueError, match="cannot start AlbefForRetrieval"):
         load_albef_for(tmp_path, "AlbefForRetrieval")
+
+
+def test_resumed_run_continues_the_momentum_copy_queues_and_ramp(setup, tmp_path: Path, caplog) -> None:
+    """A run resumed from step 3 ends where the uninterrupted run does, because the checkpoint carries the task's
+    state (momentum copy, feature and id queues, the distillation ramp); without that file it would not."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from mixkit.train.trainer import TASK_STATE_FILE
+
+    model, shapes = setup
+    whole = tmp_path / "whole"
+    assert main(cli_args("albef-retrieval", model, shapes, whole, 6, "--save_steps", "3", "--alpha", "0.4")) == 0
+    state = load_file(str(whole / "checkpoint-3" / TASK_STATE_FILE))
+    assert int(state["_extra_state"]) == 3 * 8  # samples seen: the ramp's position
+    assert {"image_queue.features", "text_queue.features", "id_queue.ids", "image_queue.pointer"} <= set(state)
+    assert any(name.startswith("momentum_model.") for name in state)
+    reference = load_file(str(whole / "model.safetensors"))
+
+    def resumed(name: str, drop_task_state: bool) -> dict[str, torch.Tensor]:
+        output = tmp_path / name
+        output.mkdir()
+        shutil.copytree(whole / "checkpoint-3", output / "checkpoint-3")
+        if drop_task_state:
+            (output / "checkpoint-3" / TASK_STATE_FILE).unlink()
+        assert main(cli_args("albef-retrieval", model, shapes, output, 6, "--save_steps", "3", "--alpha", "0.4",
+                             "--resume_from_checkpoint", str(output / "checkpoint-3"))) == 0
+        for key, value in load_file(str(whole / "checkpoint-6" / TASK_STATE_FILE)).items():
+            if not drop_task_state:
+                torch.testing.assert_close(load_file(str(output / "checkpoint-6" / TASK_STATE_FILE))[key], value,
+                                           rtol=0, atol=1e-6)
+        return load_file(str(output / "model.safetensors"))
+
+    continued = resumed("continued", drop_task_state=False)
+    assert continued.keys() == reference.keys()
+    assert max((continued[k] - reference[k]).abs().max().item() for k in reference) < 1e-6
+    with caplog.at_level("WARNING", logger="mixkit.train.trainer"):
+        restarted = resumed("restarted", drop_task_state=True)
+    assert "start again from the weights" in caplog.text
+    assert max((restarted[k] - reference[k]).abs().max().item() for k in reference) > 1e-4, \
+        "the control: without the task state the resumed run must end elsewhere"
+
+
+def test_fsdp_checkpoints_carry_the_task_state_and_resume_exactly(setup, tmp_path: Path) -> None:
+    """2 processes under FSDP2: the gathered task state goes to its own file (not into the model's weights) and a
+    run resumed from step 3 ends with the weights and task state of the uninterrupted run."""
+    import shutil
+    import subprocess
+
+    from safetensors.torch import load_file
+
+    from mixkit.train.trainer import TASK_STATE_FILE
+    from tests.launch import ENV, standalone
+
+    model, shapes = setup
+
+    def run(output: Path, *extra: str) -> None:
+        args = cli_args("albef-retrieval", model, shapes, output, 6, "--save_steps", "3", "--alpha", "0.4",
+                        "--per_device_train_batch_size", "4", "--sharding_parallel_degree", "2", *extra)[2:]
+        done = subprocess.run(standalone(2, "mixkit.train.train_cli", "albef-retrieval", *args), env=ENV,
+                              capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    run(whole)
+    weights = load_file(str(whole / "model.safetensors"))
+    assert not any(name.startswith("task.") for name in weights)
+    assert int(load_file(str(whole / "checkpoint-3" / TASK_STATE_FILE))["_extra_state"]) == 3 * 8
+    resumed.mkdir()
+    shutil.copytree(whole / "checkpoint-3", resumed / "checkpoint-3")
+    run(resumed, "--resume_from_checkpoint", str(resumed / "checkpoint-3"))
+    for name in ("model.safetensors", f"checkpoint-6/{TASK_STATE_FILE}"):
+        ours, theirs = load_file(str(resumed / name)), load_file(str(whole / name))
+        assert ours.keys() == theirs.keys()
+        assert max((ours[k].double() - theirs[k].double()).abs().max().item() for k in ours) < 1e-6, name

@@ -217,3 +217,26 @@ def test_vqa_loss_is_the_weighted_sum_of_answer_losses_over_questions(pipeline) 
     assert loss.item() == pytest.approx(expected / 2, rel=1e-5)
     with pytest.raises(ValueError, match="answers"):
         collator([{"image": images(1)[0], "text_input": "what?", "answers": ["a"], "weights": []}])
+
+
+def test_pretraining_state_round_trips_through_a_state_dict(pipeline) -> None:
+    """What a checkpoint's task_state.safetensors holds: a fresh task loaded with it has the trained task's
+    momentum copy, queues and ramp position, and gives the same next loss."""
+    from mixkit.train.trainer import task_training_state
+
+    model = pipeline.model.train()
+    trained = pretrain_task(pipeline, model)
+    for start in (0, 4):
+        trained.compute(model, text_batch(pipeline, TEXTS[start : start + 4]), torch.Generator().manual_seed(0))
+    state = task_training_state(trained)
+    assert int(state["_extra_state"]) == 8 and int(state["image_queue.pointer"]) == 0  # 8 rows in a queue of 8
+    fresh = pretrain_task(pipeline, model)
+    assert fresh.samples_seen == 0 and not torch.equal(fresh.image_queue.features, trained.image_queue.features)
+    fresh.load_state_dict(state)
+    assert fresh.samples_seen == 8 and fresh.current_alpha() == trained.current_alpha()
+    for name, value in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], value), name
+    model.eval()
+    batch = text_batch(pipeline, TEXTS[:4])
+    torch.testing.assert_close(fresh.compute(model, batch, torch.Generator().manual_seed(1)).loss,
+                               trained.compute(model, batch, torch.Generator().manual_seed(1)).loss)
