@@ -213,8 +213,7 @@ class AlbefTask(DistillationTask):
                   text_states: torch.Tensor) -> tuple[ContrastiveFeatures, torch.Tensor]:
         image, text = model.image_features(image_embeds), model.project_text(text_states)
         with torch.no_grad():
-            if model.training:
-                self.momentum_model.update(model)
+            self.update_momentum_in_forward(model)
             follower = self.momentum_model.model
             image_embeds_m = follower.encode_image(batch.pixel_values)
             image_m = follower.image_features(image_embeds_m)

@@ -215,8 +215,7 @@ class BlipPretrainTask(DistillationTask):
         image = model.image_features(image_embeds)
         text = model.text_features(batch.input_ids, batch.attention_mask)
         with torch.no_grad():
-            if model.training:
-                self.momentum_model.update(model)
+            self.update_momentum_in_forward(model)
             follower = self.momentum_model.model
             image_momentum = follower.image_features(follower.encode_image(batch.pixel_values))
             text_momentum = follower.text_features(batch.input_ids, batch.attention_mask)

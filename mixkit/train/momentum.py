@@ -109,12 +109,28 @@ class DistillationTask(nn.Module):
     checkpoint's weights and a resumed run continues the same queues, copies and ramp
     (`mixkit.train.trainer.TASK_STATE_FILE`)."""
 
+    momentum_model: MomentumCopy
+
     def __init__(self, alpha: float, samples_per_epoch: int):
         super().__init__()
         self.alpha, self.samples_per_epoch, self.samples_seen = alpha, samples_per_epoch, 0
+        self.momentum_outside_forward = False  # see `update_before_forward`
 
     def current_alpha(self) -> float:
         return ramped_alpha(self.alpha, self.samples_seen, self.samples_per_epoch)
+
+    def update_momentum_in_forward(self, model: nn.Module) -> None:
+        """LAVIS's EMA step at the start of each training forward (unless the Trainer makes it just before)."""
+        if model.training and not self.momentum_outside_forward:
+            self.momentum_model.update(model)
+
+    def update_before_forward(self, model: nn.Module) -> None:
+        """The same EMA step, called by the Trainer just before each training forward instead of inside it.
+        Needed under FSDP2: inside the forward, parameters outside the layer blocks are gathered copies, so an
+        update written there would be lost when they are resharded; between forwards both sides are shards."""
+        self.momentum_outside_forward = True
+        if model.training:
+            self.momentum_model.update(model)
 
     def get_extra_state(self) -> torch.Tensor:
         return torch.tensor(self.samples_seen, dtype=torch.long)

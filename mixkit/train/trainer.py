@@ -11,7 +11,8 @@ What the subclass changes, and why:
 - checkpoints hold the trainable weights and name their base model, and get a completion marker written last,
   so a crash mid-save never leaves a checkpoint that looks complete (`last_complete_checkpoint`); a task with
   training state of its own (BLIP's and ALBEF's momentum copies, queues and distillation ramp) writes it beside
-  them (`TASK_STATE_FILE`) and gets it back on resume;
+  them (`TASK_STATE_FILE`) and gets it back on resume; under FSDP2 its momentum EMA runs just before each
+  forward instead of inside it (`DistillationTask.update_before_forward`);
 - `--sharding_parallel_degree N` shards the model with torch's FSDP2 right after `Trainer.__init__` (see
   `mixkit.train.fsdp`); checkpoints then gather full weights and optimizer state, the same files as DDP writes.
 """
@@ -44,6 +45,7 @@ from mixkit.data.shards.stream import ShardedRecords, shard_loader
 from mixkit.models.blip2.modeling import Blip2Base
 from mixkit.models.serialization import CheckpointMismatchError, load_weights_strict, read_weights, tied_groups
 from mixkit.train import fsdp
+from mixkit.train.momentum import DistillationTask
 from mixkit.train.progress import TrainingProgress
 
 logger = logging.getLogger(__name__)
@@ -218,6 +220,8 @@ class Blip2Trainer(Trainer):
         return (losses.loss, losses) if return_outputs else losses.loss
 
     def _task_losses(self, model: nn.Module, batch: Any, num_items_in_batch: Any) -> Any:
+        if self.is_sharded and isinstance(self.task, DistillationTask):  # the EMA between forwards (see there)
+            self.task.update_before_forward(model.model)
         if num_items_in_batch is None or not self.model_accepts_loss_kwargs:
             return model(batch)
         losses = model(batch, num_items_in_batch)

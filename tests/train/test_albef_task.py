@@ -227,3 +227,29 @@ def test_mlm_distillation_matches_a_hand_computation(tmp_path) -> None:
         expected = (1 - 0.1) * ce + 0.1 * distill
     torch.testing.assert_close(losses.mlm, expected, rtol=1e-5, atol=1e-6)
     assert losses.alpha == 0.1
+
+
+
+def test_updates_before_each_forward_equal_updates_inside_it() -> None:
+    """The FSDP2 schedule (`update_before_forward`: the Trainer runs the EMA just before each training forward)
+    gives the losses and copy of LAVIS's (the EMA at the start of the forward), with gradient accumulation."""
+    runs = {}
+    for before in (False, True):
+        model = tiny_model()
+        task = make_task(model)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        losses = []
+        for step in range(2):
+            for micro in range(2):  # gradient accumulation over 2 forwards
+                if before:
+                    task.update_before_forward(model)
+                batch = tiny_batch([step, micro + 3, 5], seed=2 * step + micro)
+                loss = task.compute(model, batch, torch.Generator().manual_seed(micro)).loss
+                (loss / 2).backward()
+                losses.append(loss.detach())
+            optimizer.step()
+            optimizer.zero_grad()
+        runs[before] = (losses, dict(task.momentum_model.model.named_parameters()))
+    assert all(torch.equal(first, second) for first, second in zip(runs[True][0], runs[False][0]))
+    for name, parameter in runs[False][1].items():
+        assert torch.equal(runs[True][1][name], parameter), name
