@@ -359,7 +359,8 @@ class Blip2Model(Blip2Base):
             return self.language_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
 
     def _shared_prefill(self, embeds: torch.Tensor, mask: torch.Tensor, num_beams: int, cache: Cache) -> Cache:
-        """The KV cache of every position but the last, computed once per row and copied to its beams.
+        """`cache` filled with every position but the last, computed once per row, then expanded to the beams
+        (`batch_repeat_interleave`: copies in a `PreallocatedCache`, one shared copy in a `SharedPrefixCache`).
 
         `generate` would repeat each row `num_beams` times and run the whole prefix (32 queries + prompt) for
         every copy, although all beams of a row share it: here the prefix runs once and its cache is
