@@ -84,9 +84,8 @@ class SharedPrefixLayer(DynamicLayer):
         self.group = repeats
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        rows = torch.arange(beam_idx.numel(), device=beam_idx.device) // self.group
-        if not torch.equal(beam_idx.to(rows.device) // self.group, rows):
-            raise RuntimeError("a beam reorder moved a beam to another row; the shared prefix cannot follow it")
+        """Only the generated positions move (`SharedPrefixCache.reorder_cache` checks that beams stay in
+        their rows, once for all layers)."""
         self.generated.reorder_cache(beam_idx)
         if self.generated.get_seq_length():
             self.keys, self.values = self.generated.keys, self.generated.values
@@ -113,6 +112,13 @@ class SharedPrefixCache(Cache):
     def __init__(self, num_layers: int, capacity: int):
         spare = SpareBuffer()
         super().__init__(layers=[SharedPrefixLayer(capacity, spare) for _ in range(num_layers)])
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        group = self.layers[0].group
+        rows = torch.arange(beam_idx.numel(), device=beam_idx.device) // group
+        if not torch.equal(beam_idx // group, rows):
+            raise RuntimeError("a beam reorder moved a beam to another row; the shared prefix cannot follow it")
+        super().reorder_cache(beam_idx)
 
 
 def shared_prefix_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

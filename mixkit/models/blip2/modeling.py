@@ -7,6 +7,7 @@ front of the text embeddings here, so callers never depend on a tokenizer conven
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -342,21 +343,28 @@ class Blip2Model(Blip2Base):
             return self.language_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
         layers = self.language_model.config.get_text_config().num_hidden_layers
         planned = _planned_length(embeds.shape[1], kwargs)
-        if not (share_prefill and kwargs.get("num_beams", 1) > 1):
-            kwargs[cache_keyword] = PreallocatedCache(layers, planned)
+        beams = kwargs.get("num_beams", 1) if share_prefill else 1
+        cache, attention = self._generation_cache(layers, planned, embeds.shape[1], beams)
+        with attention:
+            if beams > 1:
+                self._shared_prefill(embeds, mask, beams, cache)
+            kwargs[cache_keyword] = cache
             return self.language_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
-        # Imported here: it imports transformers' masking utilities (and torch._dynamo), which only generation needs.
-        from mixkit.models.shared_prefix import SharedPrefixCache, generating_with, supports_shared_prefix
 
-        if not supports_shared_prefix(self.language_model):
-            kwargs[cache_keyword] = self._shared_prefill(embeds, mask, kwargs["num_beams"],
-                                                         PreallocatedCache(layers, planned))
-            return self.language_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
-        # Beams of a row attend to one copy of its prefix (`mixkit.models.shared_prefix`).
-        cache = SharedPrefixCache(layers, planned - embeds.shape[1] + 1)
-        with generating_with(self.language_model, cache):
-            kwargs[cache_keyword] = self._shared_prefill(embeds, mask, kwargs["num_beams"], cache)
-            return self.language_model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
+    def _generation_cache(self, layers: int, planned: int, prompt_length: int,
+                          beams: int) -> tuple[Cache, contextlib.AbstractContextManager]:
+        """The cache for one generation and the attention context it needs: beams of a decoder-only LLM with a
+        known attention layout attend to one copy of each row's prefix (`mixkit.models.shared_prefix`); anything
+        else writes into a `PreallocatedCache`."""
+        if beams > 1:
+            # Imported here: it imports transformers' masking utilities (and torch._dynamo), which only
+            # generation needs.
+            from mixkit.models.shared_prefix import SharedPrefixCache, generating_with, supports_shared_prefix
+
+            if supports_shared_prefix(self.language_model):
+                cache = SharedPrefixCache(layers, planned - prompt_length + 1)
+                return cache, generating_with(self.language_model, cache)
+        return PreallocatedCache(layers, planned), contextlib.nullcontext()
 
     def _shared_prefill(self, embeds: torch.Tensor, mask: torch.Tensor, num_beams: int, cache: Cache) -> Cache:
         """`cache` filled with every position but the last, computed once per row, then expanded to the beams
